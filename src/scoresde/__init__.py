@@ -1,0 +1,16 @@
+"""scoresde: score-based generative modeling through SDEs, in pure PyTorch."""
+
+from .mixture import GaussianMixture
+from .score import LABELS, PARAMETERIZATIONS, ScoreModel
+from .sde import SDE, VESDE, VPSDE, SubVPSDE
+
+__all__ = [
+    "SDE",
+    "VESDE",
+    "VPSDE",
+    "SubVPSDE",
+    "ScoreModel",
+    "LABELS",
+    "PARAMETERIZATIONS",
+    "GaussianMixture",
+]
