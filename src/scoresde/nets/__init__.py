@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from .ddpm import DDPM, DDPMConfig
+from .mlp import MLP
 from .ncsnpp import NCSNpp, NCSNppConfig
 from .unet_tutorial import ScoreNet, UNetTutorialConfig
 
@@ -35,6 +36,7 @@ NETS: dict[str, type[nn.Module]] = {
     "ncsnpp": NCSNpp,
     "ddpm": DDPM,
     "unet_tutorial": ScoreNet,
+    "mlp": MLP,
 }
 
 _EMPTY = inspect.Parameter.empty

@@ -60,6 +60,8 @@ class MLP(nn.Module):
         fourier_scale: std of the random Fourier frequencies W.
     """
 
+    Config = MLPConfig
+
     def __init__(
         self,
         dim: int,
