@@ -13,9 +13,9 @@ def _flat(x: Tensor) -> Tensor:
 
 
 def energy_distance(x: Tensor, y: Tensor) -> Tensor:
-    """Squared energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` (unbiased U-statistics; 0 iff X ~ Y).
+    """Squared energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` (U-statistics; 0 iff X ~ Y).
 
-    ``x`` is ``(n, ...)`` and ``y`` is ``(m, ...)`` with the same trailing size; returns a 0-d float64.
+    ``x`` is ``(n, ...)`` and ``y`` is ``(m, ...)`` of equal trailing size; returns 0-d float64.
     """
     x, y = _flat(x), _flat(y)
     if x.shape[1] != y.shape[1] or len(x) < 2 or len(y) < 2:
