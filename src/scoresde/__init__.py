@@ -1,5 +1,6 @@
 """scoresde: score-based generative modeling through SDEs, in pure PyTorch."""
 
+from .likelihood import bits_per_dim, dequantize, log_likelihood
 from .mixture import GaussianMixture
 from .score import LABELS, PARAMETERIZATIONS, ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -13,4 +14,7 @@ __all__ = [
     "LABELS",
     "PARAMETERIZATIONS",
     "GaussianMixture",
+    "log_likelihood",
+    "bits_per_dim",
+    "dequantize",
 ]
