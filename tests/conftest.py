@@ -1,4 +1,4 @@
-"""Shared fixtures: the Gaussian-mixture oracle (DESIGN section 5) and the official reference data."""
+"""Shared fixtures: the Gaussian-mixture oracle (DESIGN section 5), official reference data."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ DATA = SHARED / "data"
 
 def make_sde(name: str) -> sd.SDE:
     """The paper's default SDEs by short name."""
-    return {"ve": sd.VESDE(0.01, 50.0, 1000), "vp": sd.VPSDE(0.1, 20.0, 1000),
-            "subvp": sd.SubVPSDE(0.1, 20.0, 1000)}[name]
+    return {
+        "ve": sd.VESDE(0.01, 50.0, 1000),
+        "vp": sd.VPSDE(0.1, 20.0, 1000),
+        "subvp": sd.SubVPSDE(0.1, 20.0, 1000),
+    }[name]
 
 
 @pytest.fixture(params=["ve", "vp", "subvp"])
@@ -35,7 +38,11 @@ def mixture() -> sd.GaussianMixture:
     return sd.GaussianMixture(
         weights=[0.5, 0.3, 0.2],
         means=[[-1.5, 0.0], [1.0, 1.0], [1.0, -1.5]],
-        covs=[[[0.20, 0.05], [0.05, 0.10]], [[0.10, 0.0], [0.0, 0.30]], [[0.15, -0.05], [-0.05, 0.15]]],
+        covs=[
+            [[0.20, 0.05], [0.05, 0.10]],
+            [[0.10, 0.0], [0.0, 0.30]],
+            [[0.15, -0.05], [-0.05, 0.15]],
+        ],
     )
 
 

@@ -4,7 +4,8 @@ If p_0 = sum_k w_k N(mu_k, Sigma_k), a linear SDE keeps it a mixture at every t:
 
     p_t = sum_k w_k N(alpha(t) mu_k, alpha(t)^2 Sigma_k + sigma(t)^2 I),
 
-so the exact score and the exact log-density exist at every t. Tests, benchmarks and toy data use it.
+so the exact score and the exact log-density exist at every t. Tests, benchmarks and toy data
+use it.
 Each Sigma_k is stored by its eigendecomposition U diag(lam) U^T, which makes every perturbed
 covariance ``U diag(alpha^2 lam + sigma^2) U^T`` cheap to invert.
 """
@@ -74,12 +75,14 @@ class GaussianMixture:
         return mean + std[:, None] * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
 
     def _moments(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        # Rotated residuals U^T (x - alpha mu_k) and variances alpha^2 lam + sigma^2, both (B, K, D).
+        # Rotated residuals U^T (x - alpha mu_k) and variances alpha^2 lam + sigma^2: (B, K, D).
         U, lam, mu = (v.to(x) for v in (self.U, self.lam, self.means))
         y = x[:, None, :] - alpha[:, None, None] * mu[None]
         proj = torch.einsum("bkd,kde->bke", y, U)
         var = alpha[:, None, None] ** 2 * lam[None] + sigma[:, None, None] ** 2
-        log_n = -0.5 * (self.dim * math.log(2 * math.pi) + var.log().sum(-1) + (proj**2 / var).sum(-1))
+        log_n = -0.5 * (
+            self.dim * math.log(2 * math.pi) + var.log().sum(-1) + (proj**2 / var).sum(-1)
+        )
         return proj, var, log_n + self.weights.to(x).log()
 
     def _coeffs(self, x: Tensor, t: Tensor | None, sde: SDE | None) -> tuple[Tensor, Tensor]:
@@ -89,7 +92,7 @@ class GaussianMixture:
         return sde.alpha(t).to(x), sde.sigma(t).to(x)
 
     def log_prob(self, x: Tensor, t: Tensor | None = None, sde: SDE | None = None) -> Tensor:
-        """Exact log p_t(x) (nats) for ``x`` of shape ``(B, D)`` or ``(B, ...)`` with D entries; p_0 if no t."""
+        """Exact log p_t(x) in nats for ``x`` of shape ``(B, D)`` or ``(B, ...)``; p_0 if no t."""
         flat = x.reshape(x.shape[0], -1)
         _, _, logw = self._moments(flat, *self._coeffs(flat, t, sde))
         return torch.logsumexp(logw, dim=1)

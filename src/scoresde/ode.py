@@ -1,14 +1,15 @@
-"""One entry point for integrating an ODE from t0 to t1: torchdiffeq on tensors, or scipy's solve_ivp.
+"""One entry point for integrating an ODE from t0 to t1: torchdiffeq on tensors, or scipy.
 
-``integrate(func, y0, t0, t1, method=...)`` takes ``func(t, y) -> dy/dt`` where ``y`` is a tuple of
-tensors and ``t`` a 0-d tensor, and returns ``(y1, nfe)``. Three families of methods:
+``integrate(func, y0, t0, t1, method=...)`` takes ``func(t, y) -> dy/dt`` where ``y`` is a tuple
+of tensors and ``t`` a 0-d tensor, and returns ``(y1, nfe)``. Three families of methods:
 
-* torchdiffeq's adaptive solvers (``dopri5``, ``dopri8``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``)
-  with ``rtol``/``atol``: the state stays on its device, no host round-trips;
-* torchdiffeq's fixed-grid solvers (``euler``, ``midpoint``, ``rk4``, ``heun3``) on ``steps`` uniform steps;
-* ``scipy-RK45`` (and ``scipy-RK23``, ``scipy-DOP853``, ``scipy-Radau``, ``scipy-BDF``, ``scipy-LSODA``):
-  the black-box path of the paper's code, the state held in float64 on the host and ``func`` evaluated
-  in the dtype of ``y0``; kept for parity with the official numbers.
+* torchdiffeq's adaptive solvers (``dopri5``, ``dopri8``, ``bosh3``, ``fehlberg2``,
+  ``adaptive_heun``) with ``rtol``/``atol``: the state stays on its device, no host round-trips;
+* torchdiffeq's fixed-grid solvers (``euler``, ``midpoint``, ``rk4``, ``heun3``) on ``steps``
+  uniform steps;
+* ``scipy-RK45`` (and ``scipy-RK23``, ``scipy-DOP853``, ``scipy-Radau``, ``scipy-BDF``,
+  ``scipy-LSODA``): the black-box path of the paper's code, the state held in float64 on the host
+  and ``func`` evaluated in the dtype of ``y0``; kept for parity with the official numbers.
 """
 
 from __future__ import annotations
@@ -67,10 +68,15 @@ def integrate(
     like = y0[0]
     if method in FIXED:
         grid = torch.linspace(t0, t1, steps + 1, dtype=like.dtype, device=like.device)
+        options = None
     else:
         grid = torch.tensor([t0, t1], dtype=like.dtype, device=like.device)
+        # Land the last step exactly on t1: never evaluate func beyond the end point.
+        options = {"step_t": grid[1:]}
     try:
-        out = torchdiffeq.odeint(counted, y0, grid, rtol=rtol, atol=atol, method=method)
+        out = torchdiffeq.odeint(
+            counted, y0, grid, rtol=rtol, atol=atol, method=method, options=options
+        )
     except AssertionError as e:  # torchdiffeq reports "underflow in dt" this way
         if "underflow" not in str(e):
             raise

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
 from .sde import SDE, bcast
@@ -130,4 +129,3 @@ def check_score(score: Tensor, x: Tensor) -> Tensor:
             f"got {tuple(getattr(score, 'shape', ())) or type(score).__name__}"
         )
     return score
-

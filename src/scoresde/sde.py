@@ -5,8 +5,8 @@ Every SDE here is linear in x:  dx = f(t) x dt + g(t) dw,  so its transition ker
     p_0t(x_t | x_0) = N(alpha(t) x_0, sigma(t)^2 I),
 
 and one object is the single source of truth for training noise, sampling and likelihood.
-All methods are shape-generic: ``x`` is any ``(B, ...)`` tensor and ``t`` a ``(B,)`` tensor; per-example
-coefficients come back as ``(B,)`` tensors and are broadcast against ``x`` with :func:`bcast`.
+All methods are shape-generic: ``x`` is any ``(B, ...)`` tensor and ``t`` a ``(B,)`` tensor;
+per-example coefficients come back as ``(B,)`` tensors, broadcast against ``x`` by :func:`bcast`.
 Device and dtype follow the inputs. Coefficients are written in forms that do not cancel near
 t = 0 (``expm1``), so they are exact in float64 and to the last bit in float32.
 """
@@ -22,7 +22,7 @@ __all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "bcast"]
 
 
 def bcast(v: Tensor, x: Tensor) -> Tensor:
-    """Reshape a per-example ``(B,)`` tensor so that it broadcasts against ``x`` of shape ``(B, ...)``."""
+    """Reshape a per-example ``(B,)`` tensor to broadcast against ``x`` of shape ``(B, ...)``."""
     return v.reshape(v.shape[0], *([1] * (x.ndim - 1)))
 
 
@@ -63,7 +63,7 @@ class SDE:
         return torch.exp(self.log_alpha(t))
 
     def log_snr(self, t: Tensor) -> Tensor:
-        """Half log signal-to-noise ratio lambda(t) = log(alpha(t) / sigma(t)) (DPM-Solver's lambda)."""
+        """Half log-SNR lambda(t) = log(alpha(t) / sigma(t)) (DPM-Solver's lambda)."""
         return self.log_alpha(t) - torch.log(self.sigma(t))
 
     def t_of_log_snr(self, lam: Tensor) -> Tensor:
@@ -72,7 +72,7 @@ class SDE:
 
     # ---- the SDE ----------------------------------------------------------------------------
     def check_t(self, t: Tensor, x: Tensor | None = None) -> None:
-        """Raise ``ValueError`` unless ``t`` is a ``(B,)`` tensor (matching ``x``) inside ``[0, T]``.
+        """Raise ``ValueError`` unless ``t`` is a ``(B,)`` tensor (matching ``x``) in ``[0, T]``.
 
         The range is checked for CPU tensors only, so that GPU code never waits on the host.
         """
@@ -114,7 +114,7 @@ class SDE:
 
     # ---- discrete chains ---------------------------------------------------------------------
     def t_index(self, t: Tensor) -> Tensor:
-        """Index of the discrete chain that ``t`` falls on: ``floor(t (N-1) / T)`` as in the paper's code."""
+        """Index of the discrete chain that ``t`` falls on: ``floor(t (N-1) / T)``, as the paper."""
         return (t * (self.N - 1) / self.T).long()
 
     def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -130,7 +130,7 @@ class SDE:
         )
 
     def langevin_alpha(self, t: Tensor) -> Tensor:
-        """The factor alpha_i of the Langevin corrector's step size (Algorithms 4-5 of the paper)."""
+        """The factor alpha_i of the Langevin corrector's step size (the paper's Algorithms 4-5)."""
         return torch.ones_like(t)
 
     def with_steps(self, N: int) -> SDE:
@@ -223,7 +223,9 @@ class VESDE(SDE):
     def _adjacent_sigmas(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         i = self.t_index(t)
         sigma = self._sigmas(i, like)
-        prev = torch.where(i == 0, torch.zeros_like(sigma), self._sigmas((i - 1).clamp(min=0), like))
+        prev = torch.where(
+            i == 0, torch.zeros_like(sigma), self._sigmas((i - 1).clamp(min=0), like)
+        )
         return sigma, prev
 
     def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -303,12 +305,12 @@ class VPSDE(SDE):
         return self._alphas(self.t_index(t), t)
 
     def discrete_sigma(self, t: Tensor) -> Tensor:
-        """Noise std of the DDPM chain at the step ``t`` falls on: ``sqrt(1 - prod_j<=i alpha_j)``."""
+        """Noise std of the DDPM chain at the step of ``t``: ``sqrt(1 - prod_j<=i alpha_j)``."""
         return self._sqrt_1m_alphas_cumprod(self.t_index(t), t)
 
 
 class SubVPSDE(VPSDE):
-    """Sub-VP SDE: the VP drift with ``g(t)^2 = beta(t) (1 - alpha(t)^4)`` and ``sigma = 1 - alpha^2``.
+    """Sub-VP SDE: the VP drift, ``g(t)^2 = beta(t) (1 - alpha(t)^4)``, ``sigma = 1 - alpha^2``.
 
     Its discrete chain is Euler-Maruyama with ``dt = T/N``; the Langevin step uses the VP alphas
     (same beta schedule).
