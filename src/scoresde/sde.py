@@ -8,7 +8,7 @@ and one object is the single source of truth for training noise, sampling and li
 All methods are shape-generic: ``x`` is any ``(B, ...)`` tensor and ``t`` a ``(B,)`` tensor;
 per-example coefficients come back as ``(B,)`` tensors, broadcast against ``x`` by :func:`bcast`.
 Device and dtype follow the inputs. Coefficients are written in forms that do not cancel near
-t = 0 (``expm1``), so they are exact in float64 and to the last bit in float32.
+t = 0 (``expm1``): accurate to round-off in float64 and float32 alike.
 """
 
 from __future__ import annotations
