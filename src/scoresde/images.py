@@ -124,7 +124,8 @@ def _to_tensors(
     if x.shape[1:] not in ((h, w, c), (h, w) if c == 1 else None):
         raise DataError(f"{source}: images of shape {x.shape}, expected (N, {h}, {w}, {c})")
     x = x.reshape(len(x), h, w, c).transpose(0, 3, 1, 2)
-    xt = torch.from_numpy(np.ascontiguousarray(x))
+    x = np.ascontiguousarray(x)
+    xt = torch.from_numpy(x if x.flags.writeable else x.copy())
     if y is None:
         return xt, None
     y = np.asarray(y)
@@ -175,13 +176,15 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
     """
     path = Path(path)
     data = _read_maybe_gzip(path)
+    got = struct.unpack(">I", data[:4])[0] if len(data) >= 4 else None
+    if got != magic:
+        found = "no magic" if got is None else f"IDX magic 0x{got:08x}"
+        raise DataError(f"{path}: {found}, expected 0x{magic:08x}")
     ndim = _IDX_NDIM[magic]
     head = 4 * (1 + ndim)
     if len(data) < head:
         raise DataError(f"{path}: {len(data)} bytes, shorter than its IDX header ({head} bytes)")
     got, *dims = struct.unpack(f">{1 + ndim}I", data[:head])
-    if got != magic:
-        raise DataError(f"{path}: IDX magic 0x{got:08x}, expected 0x{magic:08x}")
     if len(data) - head != math.prod(dims):
         raise DataError(
             f"{path}: header sizes {tuple(dims)} need {math.prod(dims)} bytes of "
@@ -569,9 +572,11 @@ def to_float(x: Tensor, centered: bool = False, dtype: torch.dtype = torch.float
 def from_model(y: Tensor, centered: bool = False) -> Tensor:
     """Model space -> uint8: ``u = (y - shift) / scale``, pixel ``floor(256 u)`` clipped to 0..255.
 
-    ``floor(256 u)`` is the dequantization cell ``[k/256, (k+1)/256)`` that holds ``u``; since
-    ``k/255`` lies in cell ``k`` for every k (255/255 = 1 is clipped to 255), this inverts both
-    :func:`to_float` and :func:`dequantize` exactly.
+    ``floor(256 u)`` is the dequantization cell ``[k/256, (k+1)/256)`` that holds ``u``. Since
+    ``k/255`` lies in cell ``k`` at least 1/65280 from its edges (255/255 = 1 is clipped to 255),
+    far beyond float32 round-off, this inverts :func:`to_float` exactly, centered or not. It
+    inverts :func:`dequantize` exactly for ``centered=False``; centered, ``2u - 1`` may round a
+    draw at a cell's upper edge onto the edge.
     """
     scale, shift = SCALING[bool(centered)]
     u = (y.to(torch.promote_types(y.dtype, torch.float32)) - shift) / scale
