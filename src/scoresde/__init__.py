@@ -1,5 +1,6 @@
 """scoresde: score-based generative modeling through SDEs, in pure PyTorch."""
 
+from .images import IMAGE_DATASETS, load_images
 from .likelihood import bits_per_dim, dequantize, log_likelihood
 from .mixture import GaussianMixture
 from .score import LABELS, PARAMETERIZATIONS, ScoreModel
@@ -17,4 +18,6 @@ __all__ = [
     "log_likelihood",
     "bits_per_dim",
     "dequantize",
+    "load_images",
+    "IMAGE_DATASETS",
 ]
