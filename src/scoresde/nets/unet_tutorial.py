@@ -10,9 +10,11 @@ Two options address what was seen training it on MNIST (DESIGN section 4):
 * ``padded=True``: 'same'-padded convolutions. The tutorial's unpadded convolutions never see the
   border pixels as centre pixels, and trained samples carried bright specks in the image corners.
   Padded, the net runs on any image side >= 8; unpadded, on any side >= 17 (28 for MNIST).
-* ``embedding='positional'``: the smooth sinusoidal embedding of ``1000 * label`` (DDPM), instead of
-  random Fourier features of scale ``fourier_scale`` whose high frequencies make the output
-  jump with small changes of the label (a rough field the ODE solver must resolve).
+* ``embedding='positional'``: a smooth deterministic sinusoidal embedding (DDPM's, with frequencies
+  from ``positional_scale`` down to ``positional_scale / 10^4`` per unit label), instead of random
+  Fourier features of scale ``fourier_scale`` whose high frequencies (2 pi |W|, ~50-150 per unit
+  t at scale 8) make the output jump with small changes of the label (a rough field the ODE
+  solver must resolve).
 
 The defaults are the tutorial's layout; parameter names are the tutorial's (``embed.W``,
 ``conv1``, ``dense1.dense``, ``gnorm1``, ...).
@@ -42,8 +44,8 @@ class UNetTutorialConfig:
         embed_dim: size of the time embedding.
         embedding: 'fourier' (the tutorial's) or 'positional' (smooth).
         fourier_scale: std of the random Fourier frequencies (the seed notebook's value 8).
-        positional_scale: the positional embedding is of ``positional_scale * label``; 1000 spreads
-            a label in [0, 1] over DDPM's timestep range.
+        positional_scale: the positional embedding is of ``positional_scale * label``: its highest
+            frequency, in radians per unit label.
         padded: 'same'-padded convolutions instead of the tutorial's unpadded ones.
     """
 
@@ -52,7 +54,7 @@ class UNetTutorialConfig:
     embed_dim: int = 256
     embedding: str = "fourier"
     fourier_scale: float = 8.0
-    positional_scale: float = 1000.0
+    positional_scale: float = 10.0
     padded: bool = False
 
     def __post_init__(self):
