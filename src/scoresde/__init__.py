@@ -3,6 +3,7 @@
 from .images import IMAGE_DATASETS, load_images
 from .likelihood import bits_per_dim, dequantize, log_likelihood
 from .mixture import GaussianMixture
+from .official import DDPM, NCSNpp, ScoreNet, convert_official, load_official, model_summary
 from .score import LABELS, PARAMETERIZATIONS, ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
@@ -20,4 +21,10 @@ __all__ = [
     "dequantize",
     "load_images",
     "IMAGE_DATASETS",
+    "load_official",
+    "convert_official",
+    "model_summary",
+    "NCSNpp",
+    "DDPM",
+    "ScoreNet",
 ]

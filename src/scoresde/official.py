@@ -39,11 +39,16 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import CHECKPOINT, CheckpointError, save_checkpoint
-from .nets import NETS
+from .nets import DDPM, NETS, NCSNpp, ScoreNet
 from .score import ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
 __all__ = [
+    # the networks: official checkpoints load into NCSNpp / DDPM; ScoreNet is the U-Net of the
+    # official tutorial notebook
+    "NCSNpp",
+    "DDPM",
+    "ScoreNet",
     "CheckpointError",
     "load_official",
     "convert_official",
