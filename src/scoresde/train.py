@@ -1,0 +1,285 @@
+"""Training: one short, flat loop (denoising score matching, Adam, warm-up, clipping, EMA).
+
+Files in ``workdir``:
+
+- ``checkpoint.pt``: model, EMA, optimizer, step, RNG states, standardizer and the resolved
+  config (:mod:`scoresde.checkpoint`), written every ``train.ckpt_every`` steps and at the end;
+- ``config.yaml``: the resolved config (data shape and model dimension filled in);
+- ``metrics.csv``: ``step, train_loss, test_loss, lr, time`` (per-example mean losses of the
+  online model on training batches, of the EMA model on the whole test split);
+- ``samples_<step>.npy``: EMA-model samples in data units every ``train.sample_every`` steps;
+- ``tb/``: TensorBoard scalars when ``tensorboard`` is installed and ``train.tensorboard``.
+
+Exact resume: every random number of the loop (batch indices, t, noise) comes from one
+``torch.Generator`` whose state is checkpointed with the model, the EMA and Adam, so a run resumed
+from any checkpoint ends with the same parameters, bit for bit, as an uninterrupted run. Test
+losses and samples use their own freshly seeded generators and never disturb it.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .config import (
+    Config,
+    SampleConfig,
+    build_score_model,
+    config_from_dict,
+    config_to_dict,
+    dump_yaml,
+    with_data_shape,
+)
+from .data import Standardizer, load_data
+from .ema import EMA
+from .losses import dsm_loss, reduce
+from .score import ScoreModel
+
+__all__ = ["train", "TrainingError", "evaluate", "sample_model", "lr_at", "METRICS"]
+
+METRICS = ("step", "train_loss", "test_loss", "lr", "time")
+_EVAL_SEED, _SAMPLE_SEED = 1, 2  # offsets from train.seed for the evaluation / sample generators
+
+
+class TrainingError(ValueError):
+    """Training stopped: the loss became NaN or infinite."""
+
+
+def lr_at(step: int, lr: float, warmup: int) -> float:
+    """Learning rate of update ``step`` (0-based): linear warm-up over ``warmup`` updates."""
+    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+
+
+@torch.no_grad()
+def evaluate(model: ScoreModel, x: Tensor, cfg: Config, batch_size: int = 4096) -> float:
+    """Per-example mean DSM loss on ``x`` with a fixed seed (the same t, z at every evaluation)."""
+    g = torch.Generator(x.device).manual_seed(cfg.train.seed + _EVAL_SEED)
+    tc = cfg.train
+    total = torch.zeros((), device=x.device, dtype=torch.float64)
+    for chunk in x.split(batch_size):
+        loss = dsm_loss(model.sde, model, chunk, tc.weighting, tc.eps, g, importance=tc.importance)
+        total += loss.double().sum()
+    return total.item() / x.shape[0]
+
+
+@torch.no_grad()
+def sample_model(
+    model: ScoreModel,
+    sample: SampleConfig,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, int]:
+    """``(x, nfe)``: samples in model units from ``sampling.sample_pc`` or ``sample_ode``."""
+    from . import sampling
+
+    device = next(model.parameters()).device
+    if sample.sampler == "ode":
+        return sampling.sample_ode(
+            model.sde, model, shape, rtol=sample.rtol, atol=sample.atol, method=sample.method,
+            steps=sample.steps, eps=sample.eps, generator=generator, device=device,
+        )  # fmt: skip
+    return sampling.sample_pc(
+        model.sde, model, shape, predictor=sample.predictor, corrector=sample.corrector,
+        snr=sample.snr, corrector_steps=sample.corrector_steps, steps=sample.steps,
+        eps=sample.eps, generator=generator, device=device,
+    )  # fmt: skip
+
+
+# ---- metrics file ----------------------------------------------------------------------
+def _start_metrics(path: Path, resume_step: int | None) -> None:
+    """A fresh ``metrics.csv``; on resume, keep the rows up to the checkpoint's step."""
+    rows = []
+    if resume_step is not None and path.is_file():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, METRICS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, METRICS).writerow({k: row.get(k, "") for k in METRICS})
+
+
+def _tensorboard(workdir: Path, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(workdir / "tb"))
+
+
+# ---- setup ----------------------------------------------------------------------
+def _resolve(cfg: Config | None, state: dict | None) -> Config:
+    """The run's config: the checkpoint's on resume (``train.steps`` may be raised by ``cfg``)."""
+    if state is None:
+        if cfg is None:
+            raise ValueError("train needs a Config (or resume=True with a checkpoint)")
+        return copy.deepcopy(cfg)
+    saved = config_from_dict(state["config"])
+    if cfg is not None:
+        saved.train.steps = cfg.train.steps
+    return saved
+
+
+def _checkpoint_state(cfg, model, ema, opt, step, gen, standardizer, elapsed) -> dict:
+    return {
+        "config": config_to_dict(cfg),
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "step": step,
+        "optimizer": opt.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "data": gen.get_state()},
+        "standardizer": None if standardizer is None else standardizer.state_dict(),
+        "elapsed": elapsed,
+    }
+
+
+def _restore(state: dict, model, ema, opt, gen) -> tuple[int, float]:
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["rng"]["data"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return int(state["step"]), float(state.get("elapsed", 0.0))
+
+
+def _every(step: int, period: int) -> bool:
+    return period > 0 and step % period == 0
+
+
+# ---- the loop ----------------------------------------------------------------------
+def train(
+    cfg: Config | None,
+    workdir: str | Path,
+    resume: bool = False,
+    data: tuple[Tensor, Tensor, Standardizer | None] | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+    max_steps: int | None = None,
+) -> dict:
+    """Train a score model; return the final metrics.
+
+    Args:
+        cfg: the configuration (on resume the checkpoint's is used; only ``train.steps`` is taken
+            from ``cfg`` so that a finished run can be extended; ``cfg`` may then be None).
+        workdir: folder for the checkpoint, config, metrics and samples (created).
+        resume: continue from ``<workdir>/checkpoint.pt`` if it exists (else start afresh).
+        data: ``(train, test, standardizer)`` in model units instead of ``load_data(cfg.data)``.
+        callback: ``callback(step, metrics)`` after every update, with the last logged metrics.
+        max_steps: stop (with a checkpoint) once this many updates are done, before ``steps``.
+
+    Raises:
+        TrainingError: the loss became NaN or inf; the last good checkpoint is kept.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, metrics_path = workdir / CHECKPOINT, workdir / "metrics.csv"
+    state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    cfg = _resolve(cfg, state)
+    train_x, test_x, standardizer = load_data(cfg.data) if data is None else data
+    cfg = with_data_shape(cfg, tuple(train_x.shape[1:]))
+    tc, device = cfg.train, torch.device(cfg.train.device)
+    train_x, test_x = train_x.to(device), test_x.to(device)
+
+    # Model, optimizer (the paper's Adam), EMA, and the one generator of the loop.
+    torch.manual_seed(tc.seed)
+    model = build_score_model(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=(0.9, 0.999), eps=1e-8)
+    ema = EMA(model, tc.ema_rate)
+    gen = torch.Generator(device).manual_seed(tc.seed)
+    step, elapsed = _restore(state, model, ema, opt, gen) if state else (0, 0.0)
+    ema_model = copy.deepcopy(model).eval()  # holds the EMA weights for evaluation and sampling
+    (workdir / "config.yaml").write_text(dump_yaml(cfg))
+    _start_metrics(metrics_path, step if state else None)
+    writer = _tensorboard(workdir, tc.tensorboard)
+
+    sde, n_train = model.sde, train_x.shape[0]
+    last = tc.steps if max_steps is None else min(tc.steps, max_steps)
+    saved_step = step if state else None
+    metrics: dict = {"step": step}
+    loss_sum, n_sum = torch.zeros((), device=device), 0
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # no host sync per step
+    t_start = time.perf_counter() - elapsed
+
+    def check_finite() -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            kept = f"step {saved_step} in {ckpt_path}" if saved_step is not None else "none yet"
+            raise TrainingError(
+                f"the training loss became NaN or inf at step {bad}; stopped (try a smaller "
+                f"train.lr or train.grad_clip). Last good checkpoint: {kept}"
+            )
+
+    model.train()
+    while step < last:
+        lr = lr_at(step, tc.lr, tc.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x0 = train_x[torch.randint(n_train, (tc.batch_size,), generator=gen, device=device)]
+        per_example = dsm_loss(sde, model, x0, tc.weighting, tc.eps, gen, importance=tc.importance)
+        loss = reduce(per_example, tc.reduce)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        ema.update(model)
+        step += 1
+        loss_sum += per_example.detach().mean()
+        n_sum += 1
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+
+        done = step == last
+        log, ev = _every(step, tc.log_every) or done, _every(step, tc.eval_every) or done
+        if log or ev:
+            check_finite()
+            metrics = {"step": step, "lr": lr, "time": time.perf_counter() - t_start}
+            metrics["train_loss"] = loss_sum.item() / n_sum
+            loss_sum, n_sum = torch.zeros((), device=device), 0
+            if ev:
+                ema.copy_to(ema_model)
+                metrics["test_loss"] = evaluate(ema_model, test_x, cfg)
+            _append_metrics(metrics_path, metrics)
+            if writer is not None:
+                for k in ("train_loss", "test_loss", "lr"):
+                    if k in metrics:
+                        writer.add_scalar(k, metrics[k], step)
+        if _every(step, tc.sample_every):
+            check_finite()
+            ema.copy_to(ema_model)
+            g = torch.Generator(device).manual_seed(tc.seed + _SAMPLE_SEED)
+            x, _ = sample_model(ema_model, cfg.sample, (cfg.sample.n, *cfg.data.shape), g)
+            x = x if standardizer is None else standardizer.inverse(x)
+            np.save(workdir / f"samples_{step}.npy", x.cpu().numpy())
+        if _every(step, tc.ckpt_every) or done:
+            check_finite()
+            elapsed = time.perf_counter() - t_start
+            state = _checkpoint_state(cfg, model, ema, opt, step, gen, standardizer, elapsed)
+            save_checkpoint(ckpt_path, state)
+            saved_step = step
+        if callback is not None:
+            callback(step, metrics)
+
+    if writer is not None:
+        writer.close()
+    if saved_step != step:  # no update in this call (steps=0): still leave a checkpoint
+        elapsed = time.perf_counter() - t_start
+        save_checkpoint(
+            ckpt_path, _checkpoint_state(cfg, model, ema, opt, step, gen, standardizer, elapsed)
+        )
+    if "test_loss" not in metrics:  # no update in this call: report the current state
+        ema.copy_to(ema_model)
+        metrics = {**metrics, "test_loss": evaluate(ema_model, test_x, cfg)}
+    return {**metrics, "step": step, "workdir": str(workdir)}
