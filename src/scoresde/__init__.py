@@ -6,6 +6,7 @@ from .mixture import GaussianMixture
 from .official import DDPM, NCSNpp, ScoreNet, convert_official, load_official, model_summary
 from .score import LABELS, PARAMETERIZATIONS, ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
+from .train import Config, apply_overrides, load_config, load_model
 
 __all__ = [
     "SDE",
@@ -27,4 +28,8 @@ __all__ = [
     "NCSNpp",
     "DDPM",
     "ScoreNet",
+    "Config",
+    "load_config",
+    "apply_overrides",
+    "load_model",
 ]

@@ -28,14 +28,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, load_checkpoint, load_model, save_checkpoint
 from .config import (
     Config,
     SampleConfig,
+    apply_overrides,
     build_score_model,
     config_from_dict,
     config_to_dict,
     dump_yaml,
+    load_config,
     with_data_shape,
 )
 from .data import Standardizer, load_data
@@ -44,6 +46,8 @@ from .losses import dsm_loss, reduce
 from .score import ScoreModel
 
 __all__ = ["train", "TrainingError", "evaluate", "sample_model", "lr_at", "METRICS"]
+# Re-exported so that ``from scoresde.train import ...`` gives the whole train/load workflow.
+__all__ += ["Config", "load_config", "apply_overrides", "load_model"]
 
 METRICS = ("step", "train_loss", "test_loss", "lr", "time")
 _EVAL_SEED, _SAMPLE_SEED = 1, 2  # offsets from train.seed for the evaluation / sample generators
