@@ -365,8 +365,11 @@ def model_summary(score_model: ScoreModel) -> str:
         f"network: {name} ({type(net).__name__}), {n_all:,} parameters ({n_train:,} trainable)",
         f"sde: {score_model.sde!r}",
         f"parameterization: {score_model.parameterization}, label: {score_model.label}",
-        "blocks:",
     ]
+    cfg = getattr(net, "config", None)
+    if hasattr(cfg, "num_channels") and hasattr(cfg, "image_size"):
+        lines.append(f"input: {cfg.num_channels} x {cfg.image_size} x {cfg.image_size}")
+    lines.append("blocks:")
     for block, module in _blocks(net):
         shapes = [f"{k}{list(p.shape)}" for k, p in module.named_parameters()]
         count = sum(p.numel() for p in module.parameters())
