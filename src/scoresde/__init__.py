@@ -4,6 +4,7 @@ from .images import IMAGE_DATASETS, load_images
 from .likelihood import bits_per_dim, dequantize, log_likelihood
 from .mixture import GaussianMixture
 from .official import DDPM, NCSNpp, ScoreNet, convert_official, load_official, model_summary
+from .sampling import CORRECTORS, PREDICTORS, sample_ode, sample_pc
 from .score import LABELS, PARAMETERIZATIONS, ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 from .train import Config, apply_overrides, load_config, load_model
@@ -32,4 +33,8 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "load_model",
+    "sample_pc",
+    "sample_ode",
+    "PREDICTORS",
+    "CORRECTORS",
 ]
