@@ -1,5 +1,6 @@
 """scoresde: score-based generative modeling through SDEs, in pure PyTorch."""
 
+from .fast_sampling import sample_adaptive, sample_dpm_solver, sample_heun, sample_lambda
 from .images import IMAGE_DATASETS, load_images
 from .likelihood import bits_per_dim, dequantize, log_likelihood
 from .mixture import GaussianMixture
@@ -37,4 +38,8 @@ __all__ = [
     "sample_ode",
     "PREDICTORS",
     "CORRECTORS",
+    "sample_heun",
+    "sample_dpm_solver",
+    "sample_adaptive",
+    "sample_lambda",
 ]
