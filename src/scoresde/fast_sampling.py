@@ -381,6 +381,7 @@ def sample_dpm_solver(
     * ``multistep``: DPM-Solver++(``order``M) with data prediction ``(x + sigma^2 s) / alpha``,
       one evaluation per step on a grid of ``steps`` intervals; the first steps use the lower
       orders the history allows (order 2 is the paper's 2M; 3M integrates the quadratic).
+      DPM-Solver's ``lower_order_final`` (lower orders in the last steps) is not applied.
 
     Args:
         order: 1, 2 or 3.
@@ -457,7 +458,13 @@ def sample_adaptive(
     acceptance (``E <= 1``; then the higher-order ``x''`` is kept: extrapolation), and the next step
     is ``h <- min(t - eps, safety h E^(-exponent))``. Every example has its own ``t`` and ``h``, as
     in the authors' code; each attempt evaluates the whole batch (2 evaluations), until every
-    example has reached ``eps``.
+    example has reached ``eps`` (one host sync per attempt, to test for the end).
+
+    Dimension matters: ``E`` is driven by the noise ``w`` itself, and a rejected attempt draws new
+    noise, so acceptance favours small draws. Where ``E`` averages over many entries (images, the
+    design regime) that selection is negligible; on the 2-D test mixture it shrinks the covariance
+    by about 0.27 at rtol = 0.05, while on 64-D copies of it the error stays below 0.01. The
+    algorithm is kept as published.
 
     Args:
         rtol, atol: relative and absolute tolerances; ``atol=None`` is the paper's 0.0078
