@@ -144,9 +144,10 @@ def test_standardizer_log_det_is_the_jacobian_and_changes_densities():
 
 def test_load_data_toy_and_file(tmp_path):
     tr, te, st = load_data(DataConfig(name="moons", n_train=300, n_test=50, seed=1))
-    assert tr.shape == (300, 2) and te.shape == (50, 2)
-    assert torch.allclose(tr.mean(0), torch.zeros(2), atol=1e-5)
-    assert torch.allclose(tr.std(0), torch.ones(2), atol=1e-5)
+    assert tr.shape == (300, 2) and te.shape == (50, 2)  # data units; st fitted on train
+    assert torch.allclose(st.forward(tr).mean(0), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(st.forward(tr).std(0), torch.ones(2), atol=1e-5)
+    assert torch.equal(tr, moons(350, torch.Generator().manual_seed(1))[:300])
     tr2, te2, _ = load_data(DataConfig(name="moons", n_train=300, n_test=50, seed=1))
     assert torch.equal(tr, tr2) and torch.equal(te, te2)
     np.save(tmp_path / "d.npy", np.random.default_rng(0).normal(size=(40, 3)))

@@ -262,10 +262,12 @@ class Standardizer:
 
 
 def load_data(cfg: DataConfig) -> tuple[Tensor, Tensor, Standardizer | None]:
-    """Train and test tensors in model units, and the standardizer (``None`` if not standardising).
+    """Train and test tensors in data units, and a standardizer fitted on the train split.
 
-    ``cfg.path`` (a ``.npy`` / ``.csv`` file) wins over ``cfg.name``: its rows are split with
-    ``cfg.test_fraction``. A toy set draws ``n_train + n_test`` points. Both use ``cfg.seed``.
+    The standardizer is ``None`` if ``cfg.standardize`` is false; the trainer applies its
+    ``forward``. ``cfg.path`` (a ``.npy`` / ``.csv`` file) wins over ``cfg.name``: its rows are
+    split with ``cfg.test_fraction``. A toy set draws ``n_train + n_test`` points. Both use
+    ``cfg.seed``.
     """
     g = torch.Generator().manual_seed(cfg.seed)
     if cfg.path is not None:
@@ -273,7 +275,4 @@ def load_data(cfg: DataConfig) -> tuple[Tensor, Tensor, Standardizer | None]:
     else:
         x = _pick(TOY, cfg.name, "toy data set")(cfg.n_train + cfg.n_test, generator=g)
         train, test = x[: cfg.n_train], x[cfg.n_train :]
-    if not cfg.standardize:
-        return train, test, None
-    st = Standardizer.fit(train)
-    return st.forward(train), st.forward(test), st
+    return train, test, Standardizer.fit(train) if cfg.standardize else None

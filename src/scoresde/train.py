@@ -180,7 +180,8 @@ def train(
             from ``cfg`` so that a finished run can be extended; ``cfg`` may then be None).
         workdir: folder for the checkpoint, config, metrics and samples (created).
         resume: continue from ``<workdir>/checkpoint.pt`` if it exists (else start afresh).
-        data: ``(train, test, standardizer)`` in model units instead of ``load_data(cfg.data)``.
+        data: ``(train, test, standardizer)`` in data units instead of ``load_data(cfg.data)``;
+            a standardizer (or None) maps them to model units and is saved with the model.
         callback: ``callback(step, metrics)`` after every update, with the last logged metrics.
         max_steps: stop (with a checkpoint) once this many updates are done, before ``steps``.
 
@@ -193,6 +194,8 @@ def train(
     state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
     cfg = _resolve(cfg, state)
     train_x, test_x, standardizer = load_data(cfg.data) if data is None else data
+    if standardizer is not None:  # model units
+        train_x, test_x = standardizer.forward(train_x), standardizer.forward(test_x)
     cfg = with_data_shape(cfg, tuple(train_x.shape[1:]))
     tc, device = cfg.train, torch.device(cfg.train.device)
     train_x, test_x = train_x.to(device), test_x.to(device)
