@@ -670,6 +670,12 @@ def test_nonfinite_start_raises(mixture, bad):
 def test_given_x_with_wrong_shape_raises(mixture):
     with pytest.raises(ValueError, match="shape"):
         sample_pc(make_sde("vp"), _vp_score(mixture), (4, 2), x=torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="shape"):
+        sample_pc(make_sde("vp"), _vp_score(mixture), None)
+    with pytest.raises(ValueError, match="shape"):
+        sample_ode(make_sde("vp"), _vp_score(mixture), None)
+    x, nfe = sample_pc(make_sde("ve"), _vp_score(mixture), None, "none", "none", x=torch.ones(3, 2))
+    assert nfe == 0 and x.shape == (3, 2)
 
 
 @pytest.mark.parametrize("sampler", ["pc", "ode"])

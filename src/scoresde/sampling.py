@@ -211,6 +211,8 @@ def _check_finite(v: Tensor, what: str) -> None:
 def _initial(sde: SDE, shape, x: Tensor | None, generator, device, dtype, what: str) -> Tensor:
     """The starting state: the given ``x`` (checked) or a prior draw."""
     if x is None:
+        if shape is None:
+            raise ValueError(f"give the sample shape or a starting {what}")
         return sde.prior_sampling(shape, generator, device, dtype)
     if shape is not None and tuple(x.shape) != tuple(shape):
         raise ValueError(f"{what} has shape {tuple(x.shape)} but shape={tuple(shape)}")
