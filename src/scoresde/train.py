@@ -191,6 +191,8 @@ def train(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = workdir / CHECKPOINT, workdir / "metrics.csv"
+    for stale in workdir.glob(f".{CHECKPOINT}.*.tmp"):  # left by a write that was killed
+        stale.unlink(missing_ok=True)
     state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
     cfg = _resolve(cfg, state)
     train_x, test_x, standardizer = load_data(cfg.data) if data is None else data
