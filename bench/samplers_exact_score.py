@@ -1,0 +1,357 @@
+"""PC and probability-flow samplers on the 2-D test mixture with its exact score: NFE, time, error.
+
+For each SDE (VE, VP, sub-VP) every predictor x corrector pair of ``sample_pc`` runs at
+steps 10, 30, 100, 300, 1000, and ``sample_ode`` with dopri5 at tolerances 1e-2 ... 1e-6 and with
+rk4 at a few step counts. Errors against exact draws of the data p_0 (``mixture.sample``):
+
+* ``sw1``: sliced 1-Wasserstein distance to as many exact draws (64 directions); the same distance
+  between two exact samples (its noise floor) is reported as the row ``exact``;
+* ``logp_gap``: mean log p_0(samples) - mean log p_0(exact draws) (``mixture.log_prob``; the exact
+  mean from 20x as many draws), in nats: negative = mass off the data, positive = mass collapsed
+  onto the modes.
+
+Also the overhead of ``sample_pc`` over a bare loop that calls the score as often (10,000 points).
+
+Every sampler is an entry of ``SAMPLERS``: ``name -> (run, params)`` with
+``run(sde, score_fn, shape, param, generator) -> (x, nfe)``; add others there.
+Steps for which a sampler is undefined (the DDPM chain needs N > beta_max = 20) are listed as such.
+
+Writes ``bench/results/samplers_exact_score.json`` and ``.png`` (error vs NFE), prints a table.
+Run: ``.venv/bin/python bench/samplers_exact_score.py [--quick] [--n 4000] [--threads 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import scoresde as sd
+from scoresde.sampling import CORRECTORS, PREDICTORS, sample_ode, sample_pc
+
+F64 = torch.float64
+RESULTS = Path(__file__).resolve().parent / "results"
+SDES: dict[str, Callable[[], sd.SDE]] = {
+    "ve": lambda: sd.VESDE(0.01, 50.0, 1000),
+    "vp": lambda: sd.VPSDE(0.1, 20.0, 1000),
+    "subvp": lambda: sd.SubVPSDE(0.1, 20.0, 1000),
+}
+PC_STEPS = [10, 30, 100, 300, 1000]
+TOLS = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
+RK4_STEPS = [3, 5, 10, 20, 50]
+
+Run = Callable[..., tuple[torch.Tensor, int]]
+
+
+def mixture_2d() -> sd.GaussianMixture:
+    """The 2-D, three-component mixture of the test suite (``tests/conftest.py``)."""
+    return sd.GaussianMixture(
+        weights=[0.5, 0.3, 0.2],
+        means=[[-1.5, 0.0], [1.0, 1.0], [1.0, -1.5]],
+        covs=[
+            [[0.20, 0.05], [0.05, 0.10]],
+            [[0.10, 0.0], [0.0, 0.30]],
+            [[0.15, -0.05], [-0.05, 0.15]],
+        ],
+    )
+
+
+def _pc(predictor: str, corrector: str) -> Run:
+    return lambda sde, f, shape, steps, g: sample_pc(
+        sde, f, shape, predictor, corrector, steps=steps, generator=g, dtype=F64
+    )
+
+
+def _ode(method: str) -> Run:
+    if method == "dopri5":
+        return lambda sde, f, shape, tol, g: sample_ode(
+            sde, f, shape, rtol=tol, atol=tol, generator=g, dtype=F64
+        )
+    return lambda sde, f, shape, steps, g: sample_ode(
+        sde, f, shape, method=method, steps=steps, generator=g, dtype=F64
+    )
+
+
+SAMPLERS: dict[str, tuple[Run, list]] = {
+    **{
+        f"pc:{p}+{c}": (_pc(p, c), PC_STEPS)
+        for p in PREDICTORS
+        for c in CORRECTORS
+        if (p, c) != ("none", "none")
+    },
+    "ode:dopri5": (_ode("dopri5"), TOLS),
+    "ode:rk4": (_ode("rk4"), RK4_STEPS),
+}
+
+
+# ---- errors --------------------------------------------------------------------------------------
+def sliced_w1(x: torch.Tensor, y: torch.Tensor, dirs: torch.Tensor) -> float:
+    """Sliced 1-Wasserstein distance of two equal-size samples along the unit rows of ``dirs``."""
+    px, py = (x @ dirs.T).sort(dim=0).values, (y @ dirs.T).sort(dim=0).values
+    return (px - py).abs().mean().item()
+
+
+class Scorer:
+    """Errors of a sample against the data distribution p_0 of the mixture."""
+
+    def __init__(self, mix: sd.GaussianMixture, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.mix = mix
+        self.exact = mix.sample(n, g)
+        self.logp_exact = mix.log_prob(mix.sample(20 * n, g)).mean().item()
+        ang = torch.arange(64, dtype=F64) * math.pi / 64
+        self.dirs = torch.stack([ang.cos(), ang.sin()], 1)
+        # noise floor: the distance between independent exact samples, over 20 replicates
+        floor = torch.tensor([self(mix.sample(n, g))["sw1"] for _ in range(20)], dtype=F64)
+        self.floor = {"sw1": floor.mean().item(), "sw1_sd": floor.std().item()}
+        self.floor["logp_se"] = self(self.exact)["logp_se"]
+
+    def __call__(self, x: torch.Tensor) -> dict:
+        x = x.double()
+        if not bool(torch.isfinite(x).all()):
+            return {"sw1": math.inf, "logp_gap": -math.inf, "logp_se": math.nan}
+        logp = self.mix.log_prob(x)
+        return {
+            "sw1": sliced_w1(x, self.exact, self.dirs),
+            "logp_gap": logp.mean().item() - self.logp_exact,
+            "logp_se": logp.std().item() / math.sqrt(len(x)),
+        }
+
+
+# ---- the sweep -----------------------------------------------------------------------------------
+def sweep(sde_name: str, n: int, seed: int, quick: bool) -> tuple[list[dict], dict]:
+    """Every sampler over its parameters on one SDE; returns the rows and the noise floor."""
+    sde, mix = SDES[sde_name](), mixture_2d()
+    scorer = Scorer(mix, n, seed)
+    score_fn = mix.score_fn(sde)
+    rows = []
+    for name, (run, params) in SAMPLERS.items():
+        for param in params[1::2] if quick else params:
+            row = {"sde": sde_name, "sampler": name, "param": param}
+            t0 = time.perf_counter()
+            try:
+                g = torch.Generator().manual_seed(seed + 1)  # independent of the exact draws
+                x, nfe = run(sde, score_fn, (n, 2), param, g)
+            except ValueError as e:  # undefined here (no ancestral chain, too few DDPM steps)
+                rows.append(row | {"nfe": None, "undefined": str(e).split(";")[0][:80]})
+                continue
+            row |= {"nfe": nfe, "wall_s": time.perf_counter() - t0} | scorer(x)
+            rows.append(row)
+            print(
+                f"  {sde_name:5} {name:30} {param!s:7} nfe={nfe:5d} sw1={row['sw1']:.4f} "
+                f"gap={row['logp_gap']:+.4f} ({row['wall_s']:.2f}s)",
+                flush=True,
+            )
+    return rows, scorer.floor | {"n": n}
+
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def overhead(n: int, steps: int, repeats: int) -> list[dict]:
+    """Time of sample_pc against a bare loop calling the score as often, on VP at n points.
+
+    Best of ``repeats``, the two alternating. Both wall and CPU time (``process_time``: on a shared
+    machine the CPU time of this process is the steadier measure; one thread). In float32 (as a
+    network would run) and float64.
+    """
+    sde, mix = SDES["vp"](), mixture_2d()
+    score_fn = mix.score_fn(sde)
+    configs = [
+        (dtype, p, c)
+        for dtype in (torch.float32, F64)
+        for p, c in [
+            ("reverse_diffusion", "none"),
+            ("euler_maruyama", "none"),
+            ("reverse_diffusion", "langevin"),
+        ]
+    ]
+    out = []
+    for dtype, p, c in configs:
+        x = sde.prior_sampling((n, 2), torch.Generator().manual_seed(0), dtype=dtype)
+        t = torch.full((n,), 0.5, dtype=dtype)
+        best = dict.fromkeys(["pc_wall", "pc_cpu", "bare_wall", "bare_cpu"], math.inf)
+        for _ in range(repeats):
+            w0, c0 = _clock()
+            _, nfe = sample_pc(sde, score_fn, (n, 2), p, c, steps=steps, dtype=dtype)
+            w1, c1 = _clock()
+            for _ in range(nfe):
+                score_fn(x, t)
+            w2, c2 = _clock()
+            times = {
+                "pc_wall": w1 - w0,
+                "pc_cpu": c1 - c0,
+                "bare_wall": w2 - w1,
+                "bare_cpu": c2 - c1,
+            }
+            best = {k: min(best[k], v) for k, v in times.items()}
+        row = {"dtype": str(dtype).removeprefix("torch."), "predictor": p, "corrector": c}
+        row |= {"n": n, "steps": steps, "nfe": nfe, **best}
+        row["overhead_wall"] = best["pc_wall"] / best["bare_wall"] - 1
+        row["overhead_cpu"] = best["pc_cpu"] / best["bare_cpu"] - 1
+        row["score_ms"] = best["bare_cpu"] / nfe * 1e3
+        row["step_us"] = (best["pc_cpu"] - best["bare_cpu"]) / steps * 1e6
+        out.append(row)
+        print(f"  overhead {row['dtype']} {p}+{c}: cpu {row['overhead_cpu']:+.1%}", flush=True)
+    return out
+
+
+# ---- output --------------------------------------------------------------------------------------
+def print_table(rows: list[dict], floors: dict) -> None:
+    for sde_name in SDES:
+        here = [r for r in rows if r["sde"] == sde_name]
+        if not here:
+            continue
+        f = floors[sde_name]
+        print(
+            f"\n{sde_name}: floor (exact vs exact, 20 draws) sw1 = {f['sw1']:.4f} "
+            f"+- {f['sw1_sd']:.4f}; logp_gap standard error {f['logp_se']:.4f}"
+        )
+        print(f"{'sampler':32} {'param':>7} {'nfe':>6} {'wall_s':>8} {'sw1':>8} {'logp_gap':>9}")
+        for r in here:
+            if r["nfe"] is None:
+                print(f"{r['sampler']:32} {r['param']!s:>7}   undefined: {r['undefined']}")
+                continue
+            print(
+                f"{r['sampler']:32} {r['param']!s:>7} {r['nfe']:6d} {r['wall_s']:8.2f} "
+                f"{r['sw1']:8.4f} {r['logp_gap']:+9.4f}"
+            )
+
+
+PRED_COLORS = {
+    "euler_maruyama": "tab:blue",
+    "reverse_diffusion": "tab:red",
+    "ancestral": "tab:green",
+    "none": "tab:gray",
+}
+CORR_STYLES = {"langevin": "-", "ald": "--", "none": ":"}
+OTHER_COLORS = ["black", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive"]
+
+
+def _style(name: str, k: int) -> dict:
+    """PC pairs: color = predictor, line style = corrector; other samplers: their own color."""
+    if name.startswith("pc:"):
+        p, c = name[3:].split("+")
+        return {"color": PRED_COLORS.get(p, "tab:cyan"), "ls": CORR_STYLES.get(c, "-."), "ms": 3}
+    return {"color": OTHER_COLORS[k % len(OTHER_COLORS)], "ls": "-.", "ms": 5, "marker": "s"}
+
+
+def plot(rows: list[dict], floors: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["sampler"] for r in rows))
+    others = [n for n in names if not n.startswith("pc:")]
+    fig, axes = plt.subplots(2, 3, figsize=(18, 9.5), sharex=True)
+    metrics = [("sw1", "sliced W1 to exact draws"), ("logp_gap", "|mean log p0 gap| (nats)")]
+    for j, sde_name in enumerate(SDES):
+        for i, (metric, label) in enumerate(metrics):
+            ax = axes[i, j]
+            for name in names:
+                pts = sorted(
+                    (r["nfe"], abs(r[metric]))
+                    for r in rows
+                    if r["sde"] == sde_name
+                    and r["sampler"] == name
+                    and r["nfe"] is not None
+                    and math.isfinite(r[metric])
+                )
+                if pts:
+                    k = others.index(name) if name in others else 0
+                    ax.plot(*zip(*pts), **({"marker": "o"} | _style(name, k)), label=name)
+            if sde_name in floors:
+                f = floors[sde_name]
+                if metric == "sw1":
+                    ax.axhspan(
+                        f["sw1"] - f["sw1_sd"],
+                        f["sw1"] + f["sw1_sd"],
+                        color="k",
+                        alpha=0.12,
+                        label="noise floor (exact vs exact, mean +- sd)",
+                    )
+                else:
+                    ax.axhline(
+                        2 * f["logp_se"],
+                        color="k",
+                        lw=1,
+                        ls=":",
+                        label="2 standard errors of the gap",
+                    )
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"{sde_name}: {label}")
+            ax.grid(alpha=0.3, which="both")
+            if i == 1:
+                ax.set_xlabel("NFE (score evaluations)")
+    handles = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(handles.values(), handles.keys(), fontsize=8, loc="center right")
+    fig.suptitle(
+        "2-D mixture, exact score: PC pairs (color = predictor, line = corrector) and "
+        "probability-flow ODE; sub-VP's reverse diffusion equals its Euler-Maruyama"
+    )
+    fig.tight_layout(rect=(0, 0, 0.85, 0.97))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="every other parameter, 1000 points")
+    ap.add_argument("--n", type=int, default=4000, help="samples per run (quick: 1000)")
+    ap.add_argument("--sdes", nargs="+", default=list(SDES), choices=list(SDES))
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON only")
+    args = ap.parse_args(argv)
+    if args.replot:
+        saved = json.loads((RESULTS / "samplers_exact_score.json").read_text())
+        plot(saved["rows"], saved["floors"], RESULTS / "samplers_exact_score.png")
+        return
+    torch.set_num_threads(args.threads)
+    n = 1000 if args.quick and args.n == 4000 else args.n
+    t_start = time.perf_counter()
+    rows, floors = [], {}
+    for sde_name in args.sdes:
+        r, floors[sde_name] = sweep(sde_name, n, args.seed, args.quick)
+        rows += r
+    over = overhead(10_000, 50 if args.quick else 200, 2 if args.quick else 3)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "n": n,
+        "quick": args.quick,
+        "threads": args.threads,
+        "dtype": "float64",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "total_s": time.perf_counter() - t_start,
+    }
+    out = {"meta": meta, "floors": floors, "rows": rows, "overhead": over}
+    (RESULTS / "samplers_exact_score.json").write_text(json.dumps(out, indent=1))
+    plot(rows, floors, RESULTS / "samplers_exact_score.png")
+    print_table(rows, floors)
+    steps = over[0]["steps"]
+    print(f"\noverhead of sample_pc over a bare score loop (VP, 10,000 points, {steps} steps):")
+    for o in over:
+        print(
+            f"  {o['dtype']} {o['predictor'] + '+' + o['corrector']:28} nfe={o['nfe']}: "
+            f"cpu {o['overhead_cpu']:+.1%}, wall {o['overhead_wall']:+.1%}; score "
+            f"{o['score_ms']:.2f} ms/call, sampler {o['step_us']:.0f} us/step"
+        )
+    print(f"\nwrote {RESULTS / 'samplers_exact_score.json'} and .png ({meta['total_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
