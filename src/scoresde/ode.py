@@ -58,10 +58,14 @@ def integrate(
     y0 = tuple(y0)
     nfe = 0
 
+    lo, hi = min(t0, t1), max(t0, t1)
+
     def counted(t: Tensor, y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        # torchdiffeq probes its first step size (and may overshoot) outside [t0, t1]: keep
+        # every evaluation inside the interval, where the SDE's coefficients are defined.
         nonlocal nfe
         nfe += 1
-        return func(t, y)
+        return func(t.clamp(lo, hi), y)
 
     if method in SCIPY:
         return _scipy(counted, y0, t0, t1, method.removeprefix("scipy-"), rtol, atol), nfe
