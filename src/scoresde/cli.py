@@ -1,0 +1,338 @@
+"""The ``scoresde`` command line: parses, builds, calls. No mathematics here.
+
+Verbs: ``train``, ``sample``, ``likelihood``, ``demo``, ``convert``, ``info``. A user error (bad
+name, missing file, corrupt checkpoint, config typo) ends with exit code 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["main", "SAMPLERS"]
+
+
+# ---- samplers by name: name -> (function, CLI options it takes) --------------------------------
+def _samplers() -> dict[str, tuple[Callable, tuple[str, ...]]]:
+    from . import fast_sampling as fs
+    from . import sampling as s
+
+    return {
+        "pc": (s.sample_pc, ("predictor", "corrector", "snr", "steps", "corrector_steps", "eps")),
+        "ode": (s.sample_ode, ("method", "rtol", "atol", "steps", "eps", "denoise")),
+        "heun": (fs.sample_heun, ("steps", "eps", "churn")),
+        "dpm_solver": (fs.sample_dpm_solver, ("steps", "order", "eps", "grid", "denoise")),
+        "adaptive": (fs.sample_adaptive, ("rtol", "atol", "eps")),
+        "lambda": (fs.sample_lambda, ("lam", "steps", "eps")),
+    }
+
+
+SAMPLERS = ("pc", "ode", "heun", "dpm_solver", "adaptive", "lambda")
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False, disable=None)
+
+
+# ---- verbs -------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import apply_overrides, dump_yaml, load_config
+    from .train import train
+
+    cfg = load_config(args.config)
+    sets = list(args.set)
+    if args.data:
+        sets.append(f"data.path={args.data}")
+    cfg = apply_overrides(cfg, sets)
+    if args.dry_run:
+        print(dump_yaml(cfg), end="")
+        return 0
+    bar = _progress(cfg.train.steps, "train")
+
+    def on_step(step: int, metrics: dict) -> None:
+        bar.n = step
+        shown = {k: f"{v:.4g}" for k, v in metrics.items() if isinstance(v, float)}
+        bar.set_postfix(shown, refresh=False)
+        bar.update(0)
+
+    try:
+        result = train(cfg, args.workdir, resume=args.resume, callback=on_step)
+    finally:
+        bar.close()
+    summary = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
+    )
+    print(f"trained {args.workdir}: {summary}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from . import plots
+    from .checkpoint import load_model
+
+    device = _pick_device(args.device)
+    model, cfg, standardizer = load_model(args.workdir, ema=not args.no_ema)
+    model = model.to(device).eval()
+    fn, takes = _samplers()[args.sampler]
+    opts = {k: getattr(args, k) for k in takes if getattr(args, k) is not None}
+    shape = (args.n, *_data_shape(cfg))
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        x, nfe = fn(model.sde, model.score_fn, shape, generator=g, device=device, **opts)
+    wall = time.perf_counter() - t0
+    x = _to_data_units(x.cpu(), cfg, standardizer)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    picture = _save_samples(x, out, plots)
+    print(f"wrote {out} ({args.n} samples, shape {tuple(x.shape[1:])}) and {picture}")
+    print(f"sampler={args.sampler} nfe={nfe} time={wall:.2f}s")
+    return 0
+
+
+def cmd_likelihood(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .data import load_array, load_data
+    from .likelihood import log_likelihood
+
+    device = _pick_device(args.device)
+    model, cfg, standardizer = load_model(args.workdir, ema=True)
+    model = model.to(device).eval()
+    if args.data:
+        x = load_array(args.data)
+    else:
+        _, x, _ = load_data(cfg.data)
+    if args.n is not None:
+        x = x[: args.n]
+    y = standardizer.forward(x) if standardizer is not None else x
+    log_det = float(standardizer.log_det()) if standardizer is not None else 0.0
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    logps, nfes = [], 0
+    bar = _progress(len(y), "likelihood")
+    for batch in torch.split(y, args.batch_size):
+        lp, _, nfe = log_likelihood(
+            model.sde,
+            model.score_fn,
+            batch.to(device=device, dtype=torch.float32),
+            divergence=args.divergence,
+            rtol=args.rtol,
+            atol=args.atol,
+            eps=args.eps,
+            generator=g,
+        )
+        logps.append(lp.double().cpu() + log_det)
+        nfes += nfe
+        bar.update(len(batch))
+    bar.close()
+    nll = -torch.cat(logps)
+    n, D = len(nll), x[0].numel()
+    result = {
+        "nll": nll.mean().item(),
+        "nll_per_dim": nll.mean().item() / D,
+        "se": (nll.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
+        "median": nll.median().item(),
+        "n": n,
+        "divergence": args.divergence,
+        "nfe": nfes,
+    }
+    out = Path(args.out) if args.out else Path(args.workdir) / "likelihood.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"nll = {result['nll']:.4f} ± {result['se']:.4f} nats "
+        f"({result['nll_per_dim']:.4f} per dim, median {result['median']:.4f}, n={n}, "
+        f"{args.divergence} divergence); wrote {out}"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    result = run_demo(args.out, steps=args.steps, n=args.n, seed=args.seed, log=print)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .official import convert_official
+
+    out = convert_official(args.official, args.config, args.out, ema=not args.no_ema)
+    print(f"converted {args.official} -> {out}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .official import model_summary
+
+    model, _, _ = load_model(args.workdir, ema=True)
+    print(model_summary(model))
+    return 0
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+def _data_shape(cfg) -> tuple[int, ...]:
+    data = cfg["data"] if isinstance(cfg, dict) else cfg.data
+    shape = data["shape"] if isinstance(data, dict) else getattr(data, "shape", None)
+    if not shape:
+        raise ValueError("the checkpoint's config does not record the data shape")
+    return tuple(int(s) for s in shape)
+
+
+def _to_data_units(x: torch.Tensor, cfg, standardizer) -> torch.Tensor:
+    if standardizer is not None:
+        return standardizer.inverse(x)
+    data = cfg["data"] if isinstance(cfg, dict) else cfg.data
+    get = data.get if isinstance(data, dict) else lambda k, d=None: getattr(data, k, d)
+    scale, shift = get("scale", None), get("shift", None)
+    if scale is not None and x.ndim == 4:  # images: back to [0, 1] pixels
+        return ((x - (shift or 0.0)) / scale).clamp(0, 1)
+    return x
+
+
+def _save_samples(x: torch.Tensor, out: Path, plots) -> Path:
+    arr = x.numpy()
+    if out.suffix == ".npz":
+        np.savez(out, samples=arr)
+    else:
+        np.save(out, arr)
+    picture = out.with_suffix(".png")
+    if arr.ndim == 4:
+        plots.image_grid(arr[:64], picture)
+    elif arr.ndim == 2 and arr.shape[1] <= 2:
+        plots.clouds({f"{len(arr)} samples": arr}, picture)
+    else:
+        return out
+    return picture
+
+
+# ---- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    p = argparse.ArgumentParser(
+        prog="scoresde",
+        description="Score-based generative modeling through SDEs: train, sample, likelihood.",
+    )
+    sub = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    t = sub.add_parser("train", help="train a score model from a preset or a YAML config")
+    t.add_argument(
+        "--config", required=True, help="preset name (see --list) or path to a YAML file"
+    )
+    t.add_argument("--data", help="your own data: FILE.npy or FILE.csv of shape (N, D)")
+    t.add_argument(
+        "--workdir", default="runs/train", help="run folder (checkpoint, metrics, samples)"
+    )
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=2000 (repeatable)",
+    )
+    t.add_argument(
+        "--resume", action="store_true", help="continue from the run folder's checkpoint"
+    )
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="draw samples from a trained model")
+    s.add_argument("--workdir", required=True, help="run folder holding checkpoint.pt")
+    s.add_argument("--sampler", default="pc", choices=SAMPLERS)
+    s.add_argument("--predictor", help="pc: euler_maruyama | reverse_diffusion | ancestral | none")
+    s.add_argument("--corrector", help="pc: langevin | ald | none")
+    s.add_argument("--snr", type=float, help="pc: signal-to-noise ratio of the corrector")
+    s.add_argument("--corrector-steps", dest="corrector_steps", type=int)
+    s.add_argument(
+        "--steps", type=int, help="number of steps (pc, ode fixed grid, heun, dpm_solver)"
+    )
+    s.add_argument("--method", help="ode: dopri5 | rk4 | euler | scipy-RK45 ...")
+    s.add_argument("--rtol", type=float)
+    s.add_argument("--atol", type=float)
+    s.add_argument("--order", type=int, help="dpm_solver: 1, 2 or 3")
+    s.add_argument("--grid", help="dpm_solver: logSNR | time_uniform | time_quadratic")
+    s.add_argument("--churn", type=float, help="heun: stochastic churn")
+    s.add_argument("--lam", type=float, help="lambda: 0 = reverse SDE, 1 = probability-flow ODE")
+    s.add_argument("--eps", type=float, help="last time of the reverse process")
+    s.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--n", type=int, default=1000, help="number of samples")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    s.add_argument("--out", required=True, help="FILE.npy (or .npz); a PNG is written beside it")
+    s.set_defaults(func=cmd_sample)
+
+    lk = sub.add_parser("likelihood", help="negative log-likelihood by the probability-flow ODE")
+    lk.add_argument("--workdir", required=True)
+    lk.add_argument("--data", help="FILE.npy or .csv; default: the run's test split")
+    lk.add_argument("--divergence", default="exact", choices=("exact", "rademacher", "gaussian"))
+    lk.add_argument("--n", type=int, help="use the first N examples")
+    lk.add_argument("--batch-size", dest="batch_size", type=int, default=1000)
+    lk.add_argument("--rtol", type=float, default=1e-5)
+    lk.add_argument("--atol", type=float, default=1e-5)
+    lk.add_argument("--eps", type=float, default=1e-5)
+    lk.add_argument("--seed", type=int, default=0)
+    lk.add_argument("--device", default="auto")
+    lk.add_argument("--out", help="JSON path (default: WORKDIR/likelihood.json)")
+    lk.set_defaults(func=cmd_likelihood)
+
+    d = sub.add_parser("demo", help="train on the swiss roll and draw every picture (~2 minutes)")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    d.add_argument("--n", type=int, default=2000, help="samples per picture")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("convert", help="convert an official score_sde_pytorch checkpoint")
+    c.add_argument("--official", required=True, help="checkpoint .pth of the official code")
+    c.add_argument("--config", required=True, help="its config as JSON")
+    c.add_argument("--out", required=True, help="run folder to write")
+    c.add_argument("--no-ema", action="store_true", help="take the raw weights, not the EMA")
+    c.set_defaults(func=cmd_convert)
+
+    i = sub.add_parser("info", help="summarise a model: parameters, SDE, parameterization")
+    i.add_argument("--workdir", required=True)
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    from .ode import ODEError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ODEError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"scoresde {args.verb}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"scoresde {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
