@@ -39,6 +39,7 @@ def test_train_writes_run_folder(run):
         ("ode", ["--method", "rk4", "--steps", "10"]),
         ("heun", ["--steps", "8"]),
         ("dpm_solver", ["--steps", "9", "--order", "3"]),
+        ("dpm_solver", ["--steps", "9", "--order", "2", "--dpm-method", "multistep"]),
     ],
 )
 def test_sample_writes_npy_and_png(run, tmp_path, sampler, extra, capsys):

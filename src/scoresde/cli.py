@@ -28,10 +28,13 @@ def _samplers() -> dict[str, tuple[Callable, tuple[str, ...]]]:
     return {
         "pc": (s.sample_pc, ("predictor", "corrector", "snr", "steps", "corrector_steps", "eps")),
         "ode": (s.sample_ode, ("method", "rtol", "atol", "steps", "eps", "denoise")),
-        "heun": (fs.sample_heun, ("steps", "eps", "churn")),
-        "dpm_solver": (fs.sample_dpm_solver, ("steps", "order", "eps", "grid", "denoise")),
-        "adaptive": (fs.sample_adaptive, ("rtol", "atol", "eps")),
-        "lambda": (fs.sample_lambda, ("lam", "steps", "eps")),
+        "heun": (fs.sample_heun, ("steps", "eps", "churn", "rho", "denoise")),
+        "dpm_solver": (
+            fs.sample_dpm_solver,
+            ("steps", "order", "eps", "grid", "denoise", "dpm_method:method"),
+        ),
+        "adaptive": (fs.sample_adaptive, ("rtol", "atol", "eps", "denoise")),
+        "lambda": (fs.sample_lambda, ("lam", "steps", "eps", "denoise")),
     }
 
 
@@ -96,7 +99,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, cfg, standardizer = load_model(args.workdir, ema=not args.no_ema)
     model = model.to(device).eval()
     fn, takes = _samplers()[args.sampler]
-    opts = {k: getattr(args, k) for k in takes if getattr(args, k) is not None}
+    # "cli_name:kwarg" renames an option whose flag differs from the sampler's argument.
+    pairs = [k.split(":") if ":" in k else (k, k) for k in takes]
+    opts = {kw: getattr(args, a) for a, kw in pairs if getattr(args, a) is not None}
     shape = (args.n, *_data_shape(cfg))
     g = torch.Generator(device=device).manual_seed(args.seed)
     t0 = time.perf_counter()
@@ -273,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--atol", type=float)
     s.add_argument("--order", type=int, help="dpm_solver: 1, 2 or 3")
     s.add_argument("--grid", help="dpm_solver: logSNR | time_uniform | time_quadratic")
+    s.add_argument("--dpm-method", dest="dpm_method", help="dpm_solver: singlestep | multistep")
     s.add_argument("--churn", type=float, help="heun: stochastic churn")
+    s.add_argument("--rho", type=float, help="heun: exponent of the EDM time grid (7)")
     s.add_argument("--lam", type=float, help="lambda: 0 = reverse SDE, 1 = probability-flow ODE")
     s.add_argument("--eps", type=float, help="last time of the reverse process")
     s.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None)
