@@ -88,10 +88,16 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """A toy set by ``name`` (``scoresde.data.TOY``) or a user's ``.npy`` / ``.csv`` at ``path``.
+    """A toy set by ``name`` (``scoresde.data.TOY``), an image set by ``name``
+    (``scoresde.images.IMAGE_DATASETS``) or a user's ``.npy`` / ``.csv`` at ``path``.
 
-    A ``path`` wins over a toy ``name`` (validation sets ``name`` to ``"file"``); ``n_train`` and
-    ``n_test`` size toy sets, ``test_fraction`` splits a file; ``shape`` is filled in from the data.
+    A ``path`` wins over a ``name`` (validation sets ``name`` to ``"file"``); ``n_train`` and
+    ``n_test`` size toy sets and take the first images of each image split, ``test_fraction``
+    splits a file; ``shape`` is filled in from the data (a preset that sets it rejects data of
+    another shape). Images: ``data_dir`` says where named sets live, ``centered`` picks model space
+    [-1, 1] instead of [0, 1], ``flip`` mirrors training images at random; ``scale`` and ``shift``
+    (model space ``y = scale * u + shift``, ``u`` in [0, 1]) are derived from ``centered``, and
+    ``standardize`` is turned off.
     """
 
     name: str = "swissroll"
@@ -102,6 +108,11 @@ class DataConfig:
     standardize: bool = True
     seed: int = 0
     shape: list[int] | None = None
+    data_dir: str | None = None
+    centered: bool = False
+    flip: bool = False
+    scale: float | None = None
+    shift: float | None = None
 
 
 @dataclass
@@ -267,6 +278,22 @@ def _ode_methods() -> list[str]:
     return list(ode.METHODS)
 
 
+def _image_names() -> list[str]:
+    from .images import IMAGE_DATASETS
+
+    return sorted(IMAGE_DATASETS)
+
+
+def _image_scaling(d: DataConfig) -> None:
+    """Image sets: ``scale``, ``shift`` from ``centered`` and no standardizer (else kept as given,
+    e.g. a converted checkpoint's)."""
+    from .images import SCALING
+
+    if d.name in _image_names():
+        d.scale, d.shift = SCALING[bool(d.centered)]
+        d.standardize = False
+
+
 def validate(cfg: Config) -> Config:
     """Check every name against its table and every number against its range; return ``cfg``."""
     _choice("sde.name", cfg.sde.name, SDES)
@@ -278,9 +305,10 @@ def validate(cfg: Config) -> Config:
     _choice("model.name", m.name, _net_names())
     _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
     _choice("model.label", m.label, LABELS)
-    _choice("data.name", d.name, [*TOY, "file"])
+    _choice("data.name", d.name, [*TOY, *_image_names(), "file"])
     if d.path is not None:
         d.name = "file"  # a path wins over a toy name; say so in the saved config
+    _image_scaling(d)
     _check("data.path", d.name != "file" or d.path is not None, d.path, "a .npy/.csv file path")
     _check("data.n_train", d.n_train >= 1, d.n_train, ">= 1")
     _check("data.n_test", d.n_test >= 1, d.n_test, ">= 1")

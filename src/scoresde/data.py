@@ -41,6 +41,7 @@ __all__ = [
     "split",
     "Standardizer",
     "load_data",
+    "images_to_model",
 ]
 
 
@@ -267,8 +268,14 @@ def load_data(cfg: DataConfig) -> tuple[Tensor, Tensor, Standardizer | None]:
     The standardizer is ``None`` if ``cfg.standardize`` is false; the trainer applies its
     ``forward``. ``cfg.path`` (a ``.npy`` / ``.csv`` file) wins over ``cfg.name``: its rows are
     split with ``cfg.test_fraction``. A toy set draws ``n_train + n_test`` points. Both use
-    ``cfg.seed``.
+    ``cfg.seed``. An image set (``scoresde.images.IMAGE_DATASETS``) gives the first ``n_train``
+    / ``n_test`` images of its splits as uint8 ``(N, C, H, W)`` and no standardizer: the trainer
+    dequantizes every batch into model space (:func:`images_to_model`).
     """
+    from .images import IMAGE_DATASETS
+
+    if cfg.path is None and cfg.name in IMAGE_DATASETS:
+        return (*_load_image_splits(cfg), None)
     g = torch.Generator().manual_seed(cfg.seed)
     if cfg.path is not None:
         train, test = split(load_array(cfg.path), cfg.test_fraction, g)
@@ -276,3 +283,30 @@ def load_data(cfg: DataConfig) -> tuple[Tensor, Tensor, Standardizer | None]:
         x = _pick(TOY, cfg.name, "toy data set")(cfg.n_train + cfg.n_test, generator=g)
         train, test = x[: cfg.n_train], x[cfg.n_train :]
     return train, test, Standardizer.fit(train) if cfg.standardize else None
+
+
+def _load_image_splits(cfg: DataConfig) -> tuple[Tensor, Tensor]:
+    """The first ``n_train`` / ``n_test`` uint8 images of a set, checked against ``cfg.shape``."""
+    from .images import check_images, load_images
+
+    train, _ = load_images(cfg.name, "train", cfg.data_dir)
+    test, _ = load_images(cfg.name, "test", cfg.data_dir)
+    if cfg.shape is not None:
+        check_images(train, cfg.shape)
+    return train[: cfg.n_train], test[: cfg.n_test]
+
+
+def images_to_model(
+    x: Tensor, cfg: DataConfig, generator: torch.Generator | None = None, flip: bool = False
+) -> Tensor:
+    """uint8 images -> model space ``scale * u + shift`` with ``u = (x + U[0,1)) / 256``.
+
+    ``flip`` mirrors each image left-right with probability 1/2 first. All randomness comes
+    from ``generator``; the result is float32 on ``x``'s device.
+    """
+    from .images import random_hflip
+    from .likelihood import dequantize
+
+    if flip:
+        x = random_hflip(x, generator)
+    return dequantize(x.to(torch.float32), generator) * cfg.scale + cfg.shift

@@ -7,13 +7,18 @@ Files in ``workdir``:
 - ``config.yaml``: the resolved config (data shape and model dimension filled in);
 - ``metrics.csv``: ``step, train_loss, test_loss, lr, time`` (per-example mean losses of the
   online model on training batches, of the EMA model on the whole test split);
-- ``samples_<step>.npy``: EMA-model samples in data units every ``train.sample_every`` steps;
+- ``samples_<step>.npy``: EMA-model samples in data units every ``train.sample_every`` steps
+  (images: pixels in [0, 1], also drawn as the grid ``samples_<step>.png``);
 - ``tb/``: TensorBoard scalars when ``tensorboard`` is installed and ``train.tensorboard``.
 
 Exact resume: every random number of the loop (batch indices, t, noise) comes from one
 ``torch.Generator`` whose state is checkpointed with the model, the EMA and Adam, so a run resumed
 from any checkpoint ends with the same parameters, bit for bit, as an uninterrupted run. Test
 losses and samples use their own freshly seeded generators and never disturb it.
+
+Images (uint8 ``(N, C, H, W)`` from an image data set): every batch is flipped (``data.flip``)
+and dequantized into model space by :func:`scoresde.data.images_to_model` with the loop's
+generator; the test images are dequantized once, with the evaluation seed.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from .config import (
     load_config,
     with_data_shape,
 )
-from .data import Standardizer, load_data
+from .data import Standardizer, images_to_model, load_data
 from .ema import EMA
 from .losses import dsm_loss, reduce
 from .score import ScoreModel
@@ -160,6 +165,16 @@ def _restore(state: dict, model, ema, opt, gen) -> tuple[int, float]:
     return int(state["step"]), float(state.get("elapsed", 0.0))
 
 
+def _save_samples(stem: Path, x: Tensor, cfg: Config, images: bool) -> None:
+    """``<stem>.npy`` in data units; images: pixels ``(y - shift) / scale`` in [0, 1], a grid."""
+    if images:
+        from .plots import image_grid
+
+        x = ((x - cfg.data.shift) / cfg.data.scale).clamp(0, 1)
+        image_grid(x[:64].cpu().numpy(), stem.with_suffix(".png"))
+    np.save(stem.with_suffix(".npy"), x.cpu().numpy())
+
+
 def _every(step: int, period: int) -> bool:
     return period > 0 and step % period == 0
 
@@ -196,11 +211,17 @@ def train(
     state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
     cfg = _resolve(cfg, state)
     train_x, test_x, standardizer = load_data(cfg.data) if data is None else data
+    images = train_x.dtype == torch.uint8  # dequantized per batch below
+    if images and cfg.data.scale is None:
+        raise ValueError("uint8 images need an image data set in data.name (for scale, shift)")
     if standardizer is not None:  # model units
         train_x, test_x = standardizer.forward(train_x), standardizer.forward(test_x)
     cfg = with_data_shape(cfg, tuple(train_x.shape[1:]))
     tc, device = cfg.train, torch.device(cfg.train.device)
     train_x, test_x = train_x.to(device), test_x.to(device)
+    if images:  # one fixed dequantization of the test images, so test losses are comparable
+        g_test = torch.Generator(device).manual_seed(tc.seed + _EVAL_SEED)
+        test_x = images_to_model(test_x, cfg.data, g_test)
 
     # Model, optimizer (the paper's Adam), EMA, and the one generator of the loop.
     torch.manual_seed(tc.seed)
@@ -237,6 +258,8 @@ def train(
         for group in opt.param_groups:
             group["lr"] = lr
         x0 = train_x[torch.randint(n_train, (tc.batch_size,), generator=gen, device=device)]
+        if images:
+            x0 = images_to_model(x0, cfg.data, gen, cfg.data.flip)
         per_example = dsm_loss(sde, model, x0, tc.weighting, tc.eps, gen, importance=tc.importance)
         loss = reduce(per_example, tc.reduce)
         opt.zero_grad(set_to_none=True)
@@ -271,7 +294,7 @@ def train(
             g = torch.Generator(device).manual_seed(tc.seed + _SAMPLE_SEED)
             x, _ = sample_model(ema_model, cfg.sample, (cfg.sample.n, *cfg.data.shape), g)
             x = x if standardizer is None else standardizer.inverse(x)
-            np.save(workdir / f"samples_{step}.npy", x.cpu().numpy())
+            _save_samples(workdir / f"samples_{step}", x, cfg, images)
         if _every(step, tc.ckpt_every) or done:
             check_finite()
             elapsed = time.perf_counter() - t_start

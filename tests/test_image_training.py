@@ -1,0 +1,172 @@
+"""Training score models on images from the command line: 8x8 digits and MNIST, end to end.
+
+Networks here are tiny (a few thousand parameters) and runs a few steps long: the tests check the
+plumbing (data -> model space -> training -> checkpoint -> samples in [0, 1] as .npz and PNG), the
+dequantization bounds, exact resume with per-batch dequantization noise, and the wrong-size error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import DATA, require
+
+from scoresde.cli import main
+from scoresde.config import ConfigError, apply_overrides, load_config
+from scoresde.data import images_to_model, load_data
+from scoresde.train import train
+
+
+def _image_config(name: str, side: int) -> dict:
+    """A VP run on the image set ``name`` of ``side`` x ``side`` pixels: a tiny padded tutorial
+    U-Net (widths 4, 8, 8, 8; a few thousand parameters) with a smooth time embedding."""
+    net = {"num_channels": 1, "channels": [4, 8, 8, 8], "embed_dim": 8}
+    net |= {"embedding": "positional", "padded": True}
+    return {
+        "sde": {"name": "vpsde"},
+        "model": {"name": "unet_tutorial", "parameterization": "noise", "params": net},
+        "data": {"name": name, "n_train": 1500, "n_test": 297, "shape": [1, side, side]},
+        "train": {"batch_size": 16, "lr": 1e-3, "warmup": 10, "eval_every": 1000},
+        "sample": {"n": 4},
+    }
+
+
+@pytest.fixture
+def presets(tmp_path) -> dict[str, str]:
+    """Config files for the 8x8 digits and for 28x28 MNIST."""
+    out = {}
+    for name, side in (("digits", 8), ("mnist", 28)):
+        path = tmp_path / f"{name}_vp.yaml"
+        path.write_text(yaml.safe_dump(_image_config(name, side)))
+        out[name] = str(path)
+    return out
+
+
+QUICK = ["--set", "train.tensorboard=false", "--set", "train.log_every=1"]
+# A DDPM chain of a few steps is undefined (beta_max / N > 1): Euler-Maruyama, no corrector.
+FEW = ("sample.predictor=euler_maruyama", "sample.corrector=none")
+
+
+def _train_args(preset: str, workdir, steps: int, *sets: str) -> list[str]:
+    extra = [a for s in sets for a in ("--set", s)]
+    return ["train", "--config", preset, "--workdir", str(workdir), *QUICK, *extra] + [
+        "--set",
+        f"train.steps={steps}",
+    ]
+
+
+def _sample_and_check(workdir, tmp_path, n: int, shape: tuple[int, ...]) -> None:
+    out = tmp_path / "samples.npz"
+    argv = ["sample", "--workdir", str(workdir), "--n", str(n), "--steps", "4"]
+    argv += ["--predictor", "euler_maruyama", "--corrector", "none"]
+    assert main([*argv, "--device", "cpu", "--out", str(out)]) == 0
+    x = np.load(out)["samples"]
+    assert x.shape == (n, *shape)
+    assert np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0  # pixels in [0, 1]
+    picture = out.with_suffix(".png")
+    assert picture.is_file() and picture.stat().st_size > 0
+
+
+def test_digits_train_then_sample(tmp_path, presets):
+    run = tmp_path / "run"
+    sets = ("train.sample_every=3", "sample.steps=3", *FEW)
+    assert main(_train_args(presets["digits"], run, 3, *sets)) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["shape"] == [1, 8, 8]
+    assert (saved["data"]["scale"], saved["data"]["shift"]) == (1.0, 0.0)
+    grid = np.load(run / "samples_3.npy")
+    assert grid.shape == (4, 1, 8, 8) and grid.min() >= 0 and grid.max() <= 1
+    assert (run / "samples_3.png").stat().st_size > 0
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 and np.isfinite(float(rows[-1].split(",")[2]))  # test loss
+    _sample_and_check(run, tmp_path, 5, (1, 8, 8))
+
+
+def test_mnist_first_256_images_train_then_sample(tmp_path, presets):
+    data_dir = require(DATA / "mnist.npz").parent
+    run = tmp_path / "run"
+    sets = (f"data.data_dir={data_dir}", "data.n_train=256", "data.n_test=32")
+    assert main(_train_args(presets["mnist"], run, 2, "train.batch_size=8", *sets)) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["shape"] == [1, 28, 28]
+    _sample_and_check(run, tmp_path, 2, (1, 28, 28))
+
+
+def test_wrong_image_size_for_preset_is_one_clear_error(tmp_path, capsys, presets):
+    data_dir = require(DATA / "mnist.npz").parent
+    argv = _train_args(presets["digits"], tmp_path / "run", 1, "data.name=mnist")
+    assert main([*argv, "--set", f"data.data_dir={data_dir}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(1, 28, 28)" in err[0] and "(1, 8, 8)" in err[0]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_image_data_config_scaling_and_loading(presets):
+    cfg = load_config(presets["digits"])
+    assert (cfg.data.scale, cfg.data.shift, cfg.data.standardize) == (1.0, 0.0, False)
+    centered = apply_overrides(cfg, ["data.centered=true", "data.n_train=40", "data.n_test=7"])
+    assert (centered.data.scale, centered.data.shift) == (2.0, -1.0)
+    train_x, test_x, standardizer = load_data(centered.data)
+    assert standardizer is None
+    assert train_x.dtype == torch.uint8 and train_x.shape == (40, 1, 8, 8)
+    assert test_x.shape == (7, 1, 8, 8)
+    assert load_config("toy_mixture_vp").data.scale is None  # toy data: no image scaling
+    with pytest.raises(ConfigError, match="digits"):
+        apply_overrides(cfg, ["data.name=no_such_set"])
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_images_to_model_stays_in_each_pixel_cell(centered, presets):
+    cfg = apply_overrides(
+        load_config(presets["digits"]), [f"data.centered={str(centered).lower()}"]
+    )
+    x = torch.arange(256, dtype=torch.uint8).repeat(64).view(64, 1, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    y = images_to_model(x, cfg.data, g, flip=False)
+    u = (y.double() - cfg.data.shift) / cfg.data.scale
+    k = x.double()
+    # u = (k + U) / 256 with U in [0, 1); float32 rounding of scale * u + shift moves u by at most
+    # a few ulp of 1 (2^-24 each), so allow 1e-6 outside the cell [k / 256, (k + 1) / 256].
+    assert (u >= k / 256 - 1e-6).all() and (u <= (k + 1) / 256 + 1e-6).all()
+    # Black pixels (k = 0) get U ~ U[0, 1): its mean over 16,384 draws is 1/2 within 4 standard
+    # errors (1/sqrt(12 n) = 0.0023); no dequantization (u = k / 255) would give exactly 0.
+    zeros = torch.zeros_like(x)
+    U = 256 * (images_to_model(zeros, cfg.data, g).double() - cfg.data.shift) / cfg.data.scale
+    assert abs(U.mean() - 0.5) < 4 / (12 * x.numel()) ** 0.5
+    assert U.min() >= 0 and U.max() <= 1 + 1e-4  # 1e-4: 256 times the 1e-6 allowance above
+
+
+def test_flip_mirrors_whole_images(presets):
+    cfg = apply_overrides(load_config(presets["digits"]), ["data.flip=true"])
+    x = torch.randint(0, 256, (200, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+    x = x.to(torch.uint8)
+    y = images_to_model(x, cfg.data, torch.Generator().manual_seed(2), flip=True)
+    k = torch.floor(256 * y).to(torch.uint8)  # scale 1, shift 0: the pixel cell of each value
+    same = (k == x).flatten(1).all(1)
+    mirrored = (k == x.flip(-1)).flatten(1).all(1)
+    assert (same | mirrored).all()
+    # Flips are Bernoulli(1/2): 200 images give 100 +- 4 * 7.1 flipped (4 standard errors).
+    assert abs(int(mirrored.sum()) - 100) < 4 * (200 * 0.25) ** 0.5
+
+
+def test_image_training_resumes_exactly(tmp_path, presets):
+    cfg = apply_overrides(
+        load_config(presets["digits"]),
+        [
+            "data.flip=true",
+            "train.batch_size=8",
+            "train.steps=4",
+            "train.ckpt_every=2",
+            "train.sample_every=0",
+            "train.tensorboard=false",
+        ],
+    )
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(cfg, whole)
+    train(cfg, parts, max_steps=2)
+    train(cfg, parts, resume=True)
+    a = torch.load(whole / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(parts / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
