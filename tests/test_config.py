@@ -27,9 +27,9 @@ def test_presets_load_and_build():
     assert REQUIRED <= set(list_presets())
     for name in list_presets():
         cfg = load_config(name)
-        dim = 1 if cfg.data.name == "mixture_1d" else 2
-        model = build_score_model(with_data_shape(cfg, (dim,)))
-        x = torch.randn(4, dim)
+        shape = cfg.data.shape or [1 if cfg.data.name == "mixture_1d" else 2]
+        model = build_score_model(with_data_shape(cfg, tuple(shape)))
+        x = torch.randn(4, *shape)
         assert model(x, torch.rand(4)).shape == x.shape
 
 

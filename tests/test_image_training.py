@@ -7,6 +7,9 @@ dequantization bounds, exact resume with per-batch dequantization noise, and the
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -82,6 +85,13 @@ def test_digits_train_then_sample(tmp_path, presets):
     rows = (run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 and np.isfinite(float(rows[-1].split(",")[2]))  # test loss
     _sample_and_check(run, tmp_path, 5, (1, 8, 8))
+    # Dataset bits/dim of the test images: bpd = nll / (D ln 2) - log2(scale) + 8, scale = 1 here.
+    out = tmp_path / "ll.json"
+    argv = ["likelihood", "--workdir", str(run), "--n", "4", "--divergence", "rademacher"]
+    assert main([*argv, "--rtol", "1e-3", "--atol", "1e-3", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["n"] == 4 and np.isfinite(r["bpd"])
+    assert r["bpd"] == pytest.approx(r["nll"] / (64 * math.log(2)) + 8, rel=1e-9)
 
 
 def test_mnist_first_256_images_train_then_sample(tmp_path, presets):
