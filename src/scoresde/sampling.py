@@ -321,22 +321,21 @@ def sample_pc(
 
 
 # ---- probability-flow ODE --------------------------------------------------------------------
-def _flow(sde: SDE, score: ScoreFn, t0: float, t1: float) -> ode.Func:
+def _flow(sde: SDE, score: ScoreFn) -> ode.Func:
     """``dx/dt`` of the probability-flow ODE (Eq. 13): ``f x - g^2 s / 2``.
 
-    Time is clamped to ``[t0, t1]``: torchdiffeq's adaptive solvers may evaluate a stage past the
-    end point and interpolate back; outside ``[0, T]`` the schedules are undefined.
+    ``ode.integrate`` keeps every evaluation inside the integration interval.
     """
-    lo, hi = min(t0, t1), max(t0, t1)
 
     def f(t: Tensor, y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         x = y[0]
-        tv = t.to(x.dtype).clamp(lo, hi).expand(x.shape[0])
+        tv = t.to(x.dtype).expand(x.shape[0])
         return (sde.probability_flow_drift(x, tv, score(x, tv)),)
 
     return f
 
 
+# ---- probability-flow ODE (public) -----------------------------------------------------------
 def sample_ode(
     sde: SDE,
     score_fn: ScoreFn,
@@ -368,7 +367,7 @@ def sample_ode(
     eps = _check_eps(sde, eps)
     x = _initial(sde, shape, z, generator, device, dtype, "z")
     score = _CheckedScore(score_fn)
-    flow = _flow(sde, score, sde.T, eps)
+    flow = _flow(sde, score)
     (x,), _ = ode.integrate(flow, (x,), sde.T, eps, method, rtol, atol, steps)
     if denoise:
         t = torch.full(x.shape[:1], eps, device=x.device, dtype=x.dtype)
@@ -396,6 +395,6 @@ def encode(
     eps = _check_eps(sde, eps)
     x = _initial(sde, None, x, None, None, None, "x")
     score = _CheckedScore(score_fn)
-    flow = _flow(sde, score, eps, sde.T)
+    flow = _flow(sde, score)
     (z,), _ = ode.integrate(flow, (x,), eps, sde.T, method, rtol, atol, steps)
     return z, score.nfe
