@@ -121,6 +121,10 @@ class TrainConfig:
 
     Periods of 0 turn evaluation, checkpoints (except the final one) or samples off.
     ``ema_rate`` is used with the paper's warm-up, ``min(rate, (1 + n) / (10 + n))``.
+    ``weighting`` ``"score"`` or ``"likelihood"`` (lambda = g^2); ``importance`` draws t
+    uniformly in log-SNR with the matching weight (Song et al. 2021, "Maximum likelihood
+    training"), the variance-reduced estimator of the likelihood-weighted loss. Image data:
+    every ``bpd_every`` steps the EMA model's bits/dim of the first ``bpd_n`` test images.
     """
 
     steps: int = 10000
@@ -137,6 +141,8 @@ class TrainConfig:
     eval_every: int = 1000
     ckpt_every: int = 1000
     sample_every: int = 0
+    bpd_every: int = 0
+    bpd_n: int = 100
     seed: int = 0
     device: str = "cpu"
     tensorboard: bool = True
