@@ -18,6 +18,7 @@ __all__ = [
     "trajectories",
     "field_and_density",
     "loss_curves",
+    "training_curves",
     "animate_clouds",
     "image_grid",
 ]
@@ -157,6 +158,40 @@ def loss_curves(metrics_csv: str | Path, path: str | Path, keys: Sequence[str] =
         ax.set_title(k, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _column(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = [(float(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "", "nan")]
+    return np.array(pts).T if pts else (np.empty(0), np.empty(0))
+
+
+def training_curves(metrics_csv: str | Path, path: str | Path) -> Path:
+    """The training log's curves: train and test DSM loss in one panel, test bits/dim beside.
+
+    Reads the ``metrics.csv`` that :func:`scoresde.train.train` writes; the bits/dim panel is
+    drawn when the column holds values (image runs with ``train.bpd_every``).
+    """
+    plt = _plt()
+    with open(metrics_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{metrics_csv} holds no rows yet")
+    bpd = _column(rows, "test_bpd")
+    fig, axes = plt.subplots(1, 1 + bool(bpd[0].size), figsize=(9.0, 3.4), squeeze=False)
+    ax = axes[0, 0]
+    for key, label in (("train_loss", "train DSM"), ("test_loss", "test DSM (EMA)")):
+        s, v = _column(rows, key)
+        if s.size:
+            ax.plot(s, v, lw=1.2, marker="." if s.size < 40 else None, label=label)
+    ax.set(title="denoising score matching loss", xlabel="step")
+    ax.legend(fontsize=8)
+    if bpd[0].size:
+        axes[0, 1].plot(*bpd, lw=1.2, marker=".", color="C2")
+        axes[0, 1].set(title="test bits/dim (EMA)", xlabel="step")
+    for a in axes[0]:
+        a.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
 

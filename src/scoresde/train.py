@@ -5,8 +5,10 @@ Files in ``workdir``:
 - ``checkpoint.pt``: model, EMA, optimizer, step, RNG states, standardizer and the resolved
   config (:mod:`scoresde.checkpoint`), written every ``train.ckpt_every`` steps and at the end;
 - ``config.yaml``: the resolved config (data shape and model dimension filled in);
-- ``metrics.csv``: ``step, train_loss, test_loss, lr, time`` (per-example mean losses of the
-  online model on training batches, of the EMA model on the whole test split);
+- ``metrics.csv``: ``step, train_loss, test_loss, test_bpd, lr, time`` (per-example mean losses
+  of the online model on training batches, of the EMA model on the whole test split; image runs
+  with ``train.bpd_every``: the EMA model's bits/dim of the first ``train.bpd_n`` test images);
+- ``curves.png``: those curves, redrawn at every evaluation (``scoresde plot`` redraws them);
 - ``samples_<step>.npy``: EMA-model samples in data units every ``train.sample_every`` steps
   (images: pixels in [0, 1], also drawn as the grid ``samples_<step>.png``);
 - ``tb/``: TensorBoard scalars when ``tensorboard`` is installed and ``train.tensorboard``.
@@ -50,11 +52,11 @@ from .ema import EMA
 from .losses import dsm_loss, reduce
 from .score import ScoreModel
 
-__all__ = ["train", "TrainingError", "evaluate", "sample_model", "lr_at", "METRICS"]
+__all__ = ["train", "TrainingError", "evaluate", "eval_bpd", "sample_model", "lr_at", "METRICS"]
 # Re-exported so that ``from scoresde.train import ...`` gives the whole train/load workflow.
 __all__ += ["Config", "load_config", "apply_overrides", "load_model"]
 
-METRICS = ("step", "train_loss", "test_loss", "lr", "time")
+METRICS = ("step", "train_loss", "test_loss", "test_bpd", "lr", "time")
 _EVAL_SEED, _SAMPLE_SEED = 1, 2  # offsets from train.seed for the evaluation / sample generators
 
 
@@ -77,6 +79,23 @@ def evaluate(model: ScoreModel, x: Tensor, cfg: Config, batch_size: int = 4096) 
         loss = dsm_loss(model.sde, model, chunk, tc.weighting, tc.eps, g, importance=tc.importance)
         total += loss.double().sum()
     return total.item() / x.shape[0]
+
+
+def eval_bpd(model: ScoreModel, y: Tensor, cfg: Config, batch_size: int = 500) -> float:
+    """Mean bits/dim of dequantized test images ``y`` (model space) by the probability-flow ODE.
+
+    One Rademacher probe per image from a fixed seed, dopri5 at rtol = atol = 1e-5 from
+    ``train.eps``, so successive evaluations differ only through the model. bits/dim as
+    :func:`scoresde.likelihood.bits_per_dim` with the run's ``data.scale``.
+    """
+    from .likelihood import bits_per_dim, log_likelihood
+
+    g = torch.Generator(y.device).manual_seed(cfg.train.seed + _EVAL_SEED)
+    logp = [
+        log_likelihood(model.sde, model.score_fn, chunk, eps=cfg.train.eps, generator=g)[0]
+        for chunk in y.split(batch_size)
+    ]
+    return bits_per_dim(torch.cat(logp), y.shape, scale=cfg.data.scale).mean().item()
 
 
 @torch.no_grad()
@@ -175,6 +194,12 @@ def _save_samples(stem: Path, x: Tensor, cfg: Config, images: bool) -> None:
     np.save(stem.with_suffix(".npy"), x.cpu().numpy())
 
 
+def _draw_curves(metrics_path: Path, path: Path) -> None:
+    from .plots import training_curves
+
+    training_curves(metrics_path, path)
+
+
 def _every(step: int, period: int) -> bool:
     return period > 0 and step % period == 0
 
@@ -187,6 +212,7 @@ def train(
     data: tuple[Tensor, Tensor, Standardizer | None] | None = None,
     callback: Callable[[int, dict], None] | None = None,
     max_steps: int | None = None,
+    max_seconds: float | None = None,
 ) -> dict:
     """Train a score model; return the final metrics.
 
@@ -199,6 +225,8 @@ def train(
             a standardizer (or None) maps them to model units and is saved with the model.
         callback: ``callback(step, metrics)`` after every update, with the last logged metrics.
         max_steps: stop (with a checkpoint) once this many updates are done, before ``steps``.
+        max_seconds: stop (with a final evaluation and checkpoint) once the run's training time,
+            counted across resumes, reaches this many seconds.
 
     Raises:
         TrainingError: the loss became NaN or inf; the last good checkpoint is kept.
@@ -253,6 +281,7 @@ def train(
             )
 
     model.train()
+    bpd_every = tc.bpd_every if images else 0
     while step < last:
         lr = lr_at(step, tc.lr, tc.warmup)
         for group in opt.param_groups:
@@ -273,7 +302,9 @@ def train(
         n_sum += 1
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
 
-        done = step == last
+        done = step == last or (
+            max_seconds is not None and time.perf_counter() - t_start >= max_seconds
+        )
         log, ev = _every(step, tc.log_every) or done, _every(step, tc.eval_every) or done
         if log or ev:
             check_finite()
@@ -283,7 +314,11 @@ def train(
             if ev:
                 ema.copy_to(ema_model)
                 metrics["test_loss"] = evaluate(ema_model, test_x, cfg)
+            if _every(step, bpd_every) or (done and bpd_every):
+                metrics["test_bpd"] = eval_bpd(ema_model, test_x[: tc.bpd_n], cfg)
             _append_metrics(metrics_path, metrics)
+            if ev:
+                _draw_curves(metrics_path, workdir / "curves.png")
             if writer is not None:
                 for k in ("train_loss", "test_loss", "lr"):
                     if k in metrics:
@@ -303,6 +338,8 @@ def train(
             saved_step = step
         if callback is not None:
             callback(step, metrics)
+        if done:
+            break
 
     if writer is not None:
         writer.close()
