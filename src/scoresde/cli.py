@@ -195,6 +195,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import training_curves
+
+    metrics = Path(args.workdir) / "metrics.csv"
+    if not metrics.is_file():
+        raise ValueError(f"no metrics.csv in {args.workdir}: is it a training run folder?")
+    out = training_curves(metrics, args.out or Path(args.workdir) / "curves.png")
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .official import convert_official
 
@@ -326,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, default=2000, help="samples per picture")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
+
+    pl = sub.add_parser("plot", help="redraw a run's training curves (loss, test bits/dim)")
+    pl.add_argument("--workdir", required=True, help="run folder holding metrics.csv")
+    pl.add_argument("--out", help="PNG path (default: WORKDIR/curves.png)")
+    pl.set_defaults(func=cmd_plot)
 
     c = sub.add_parser("convert", help="convert an official score_sde_pytorch checkpoint")
     c.add_argument("--official", required=True, help="checkpoint .pth of the official code")
