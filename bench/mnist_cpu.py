@@ -1,0 +1,192 @@
+"""MNIST on a CPU: train a preset on a fixed compute budget, then test bits/dim and sample grids.
+
+Stages (each writes into ``--workdir``; the summary goes to ``bench/results/mnist_cpu.json`` and a
+table is printed):
+
+1. train ``--preset`` (default ``mnist_vp`` with likelihood weighting and importance sampling of
+   t) until the budget is spent: ``--minutes`` of wall time, or with ``--budget cpu`` (default)
+   ``--minutes * --threads`` minutes of process CPU time, which is the same compute on dedicated
+   cores and stays fair when the machine is shared. Training runs in chunks of ``--chunk`` steps
+   (each ends with the test DSM loss, test bits/dim on ``train.bpd_n`` images and a checkpoint);
+   ``--resume`` continues a killed run;
+2. test bits/dim of the EMA model on the first ``--n-test`` test images: uniform dequantization,
+   one Rademacher probe per image, dopri5 at rtol = atol = 1e-5 from t = 1e-5; mean, standard
+   error and median (the mean is sensitive to a few images whose solve is poor);
+3. a 64-sample grid with the preset's sampler, and grids of the fast samplers at NFE 10 / 20 / 50.
+
+    python bench/mnist_cpu.py [--minutes 60] [--budget cpu|wall] [--threads 2] [--preset mnist_vp]
+        [--set train.lr=2e-3 ...] [--workdir runs/mnist_cpu] [--resume] [--n-test 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from scoresde import plots
+from scoresde.checkpoint import load_model
+from scoresde.config import apply_overrides, load_config
+from scoresde.data import images_to_model, load_data
+from scoresde.fast_sampling import sample_dpm_solver, sample_heun
+from scoresde.likelihood import bits_per_dim, log_likelihood
+from scoresde.sampling import sample_pc
+from scoresde.train import sample_model, train
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "mnist_cpu.json"
+DEFAULT_SETS = ("train.weighting=likelihood", "train.importance=true", "train.bpd_n=64")
+
+
+def _clock(budget: str) -> float:
+    return time.process_time() if budget == "cpu" else time.perf_counter()
+
+
+def train_on_budget(cfg, workdir: Path, limit_s: float, budget: str, chunk: int, resume: bool):
+    """Train in chunks of ``chunk`` steps until ``limit_s`` seconds of the budget's clock."""
+    used_file = workdir / "budget_used.json"
+    used = json.loads(used_file.read_text())["used_s"] if resume and used_file.is_file() else 0.0
+    step, wall0 = 0, time.perf_counter()
+    metrics: dict = {}
+    while used < limit_s and step < cfg.train.steps:
+        t0 = _clock(budget)
+        metrics = train(cfg, workdir, resume=resume or step > 0, max_steps=step + chunk)
+        used += _clock(budget) - t0
+        step = metrics["step"]
+        used_file.write_text(json.dumps({"used_s": used, "step": step}))
+        print(
+            f"step {step:6d}  used {used / 60:6.1f} / {limit_s / 60:.0f} min  "
+            f"test DSM {metrics['test_loss']:.4g}  test bpd {metrics.get('test_bpd', math.nan):.4g}",
+            flush=True,
+        )
+        if step >= cfg.train.steps:
+            break
+    return step, used, time.perf_counter() - wall0, metrics
+
+
+@torch.no_grad()
+def test_bits_per_dim(workdir: Path, n: int, batch: int, seed: int) -> dict:
+    """Bits/dim of the EMA model on the first ``n`` test images (mean, standard error, median)."""
+    model, cfg, _ = load_model(workdir, ema=True)
+    model.eval()
+    _, test, _ = load_data(cfg.data)
+    x = test[:n]
+    y = images_to_model(x, cfg.data, torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed + 1)
+    t0, logps, nfes = time.perf_counter(), [], []
+    for i, chunk in enumerate(y.split(batch)):
+        lp, _, nfe = log_likelihood(model.sde, model.score_fn, chunk, "rademacher", generator=g)
+        logps.append(lp)
+        nfes.append(nfe)
+        print(
+            f"  bpd batch {i + 1}: nfe {nfe}, running {time.perf_counter() - t0:.0f} s", flush=True
+        )
+    bpd = bits_per_dim(torch.cat(logps), x.shape, scale=cfg.data.scale).double()
+    return {
+        "bpd": bpd.mean().item(),
+        "bpd_se": bpd.std().item() / math.sqrt(len(bpd)),
+        "bpd_median": bpd.median().item(),
+        "n": len(bpd),
+        "nfe_per_batch": nfes,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _grid(x: torch.Tensor, cfg, path: Path) -> str:
+    pixels = ((x - cfg.data.shift) / cfg.data.scale).clamp(0, 1)
+    return str(plots.image_grid(pixels.cpu().numpy(), path))
+
+
+# name -> (function, kwargs for an NFE budget); each uses exactly NFE score evaluations
+FAST = {
+    "euler_maruyama": (
+        sample_pc,
+        lambda k: dict(predictor="euler_maruyama", corrector="none", steps=k),
+    ),
+    "heun": (sample_heun, lambda k: dict(steps=(k + 1) // 2)),
+    "dpm_solver3": (sample_dpm_solver, lambda k: dict(steps=k, order=3)),
+    "dpm_solver++2m": (sample_dpm_solver, lambda k: dict(steps=k, order=2, method="multistep")),
+}
+
+
+@torch.no_grad()
+def sample_grids(workdir: Path, nfes: tuple[int, ...], seed: int) -> dict:
+    """The preset's sampler (64 samples) and each fast sampler at each NFE budget."""
+    model, cfg, _ = load_model(workdir, ema=True)
+    model.eval()
+    shape = (64, *cfg.data.shape)
+    out = {}
+    t0 = time.perf_counter()
+    x, nfe = sample_model(model, cfg.sample, shape, torch.Generator().manual_seed(seed))
+    out["preset"] = {"path": _grid(x, cfg, workdir / "grid.png"), "nfe": nfe}
+    out["preset"]["seconds"] = time.perf_counter() - t0
+    for name, (fn, kwargs) in FAST.items():
+        for k in nfes:
+            t0 = time.perf_counter()
+            g = torch.Generator().manual_seed(seed)
+            x, nfe = fn(model.sde, model.score_fn, shape, generator=g, **kwargs(k))
+            path = _grid(x, cfg, workdir / f"grid_{name}_nfe{k}.png")
+            out[f"{name}@{k}"] = {"path": path, "nfe": nfe, "seconds": time.perf_counter() - t0}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="mnist_vp")
+    ap.add_argument("--set", action="append", default=[], help="extra config override")
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--budget", choices=("cpu", "wall"), default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chunk", type=int, default=1000, help="steps between evaluations")
+    ap.add_argument("--steps", type=int, default=100_000, help="upper bound on training steps")
+    ap.add_argument("--workdir", default="runs/mnist_cpu")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=250, help="images per likelihood solve")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-train", action="store_true", help="evaluate an existing run")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    workdir = Path(args.workdir)
+    sets = [*DEFAULT_SETS, f"train.steps={args.steps}", f"train.eval_every={args.chunk}"]
+    sets += [f"train.bpd_every={args.chunk}", "train.sample_every=0", *args.set]
+    cfg = apply_overrides(load_config(args.preset), sets)
+    factor = args.threads if args.budget == "cpu" else 1
+    limit = args.minutes * 60 * factor
+
+    result: dict = {"preset": args.preset, "overrides": sets, "threads": args.threads}
+    result |= {"budget": args.budget, "budget_minutes": args.minutes, "machine": platform.machine()}
+    if not args.skip_train:
+        workdir.mkdir(parents=True, exist_ok=True)
+        step, used, wall, last = train_on_budget(
+            cfg, workdir, limit, args.budget, args.chunk, args.resume
+        )
+        result["train"] = {"steps": step, "budget_used_s": used, "wall_s": wall, "last": last}
+    result["test"] = test_bits_per_dim(workdir, args.n_test, args.batch, args.seed)
+    result["grids"] = sample_grids(workdir, (10, 20, 50), args.seed)
+    result["curves"] = str(plots.training_curves(workdir / "metrics.csv", workdir / "curves.png"))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+    te = result["test"]
+    print("\n| quantity | value |\n|---|---|")
+    if "train" in result:
+        tr = result["train"]
+        print(f"| training steps | {tr['steps']} |")
+        print(f"| training wall time | {tr['wall_s'] / 60:.1f} min |")
+        print(f"| budget used ({args.budget}) | {tr['budget_used_s'] / 60:.1f} min |")
+    print(f"| test bits/dim (n={te['n']}) | {te['bpd']:.4f} ± {te['bpd_se']:.4f} |")
+    print(f"| median bits/dim | {te['bpd_median']:.4f} |")
+    print(f"| likelihood NFE per batch | {te['nfe_per_batch']} |")
+    print(f"| grid | {result['grids']['preset']['path']} |")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
