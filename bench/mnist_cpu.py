@@ -61,7 +61,8 @@ def train_on_budget(cfg, workdir: Path, limit_s: float, budget: str, chunk: int,
         used_file.write_text(json.dumps({"used_s": used, "step": step}))
         print(
             f"step {step:6d}  used {used / 60:6.1f} / {limit_s / 60:.0f} min  "
-            f"test DSM {metrics['test_loss']:.4g}  test bpd {metrics.get('test_bpd', math.nan):.4g}",
+            f"test DSM {metrics['test_loss']:.4g}  "
+            f"test bpd {metrics.get('test_bpd', math.nan):.4g}",
             flush=True,
         )
         if step >= cfg.train.steps:
