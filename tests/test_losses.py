@@ -109,9 +109,12 @@ def _time_average(sde, weighting: str, eps: float) -> float:
 
 
 @pytest.mark.parametrize(
-    "weighting,importance", [("score", False), ("likelihood", True), ("score", True)]
+    "weighting,importance",
+    [("score", False), ("likelihood", False), ("likelihood", True), ("score", True)],
 )
 def test_time_averaged_loss_matches_quadrature(sde, weighting, importance):
+    # With and without importance sampling the estimator's mean is the same time average, so the
+    # importance-weighted estimator is unbiased for the uniform one (Monte Carlo SE, _within).
     g = torch.Generator().manual_seed(4)
     eps = 1e-5
     loss = dsm_loss(sde, _gauss_score(sde), _x0(N_MC, g), weighting, eps, g, importance=importance)
