@@ -146,6 +146,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     tensorboard: bool = True
+    backend: str = "auto"  # torch.distributed under torchrun: auto (gloo on CPU, nccl on CUDA)
 
 
 @dataclass

@@ -18,6 +18,13 @@ Exact resume: every random number of the loop (batch indices, t, noise) comes fr
 from any checkpoint ends with the same parameters, bit for bit, as an uninterrupted run. Test
 losses and samples use their own freshly seeded generators and never disturb it.
 
+Several processes (``torchrun --nproc_per_node=N -m scoresde train ...``): DistributedDataParallel
+(:mod:`scoresde.distributed`, backend ``train.backend``); ``train.batch_size`` is the global batch.
+Every rank draws the whole global batch (indices, t, noise) from the same generator and computes
+the network on its own ``batch_size / N`` rows, so the generator stays identical on every rank and
+N processes train as one does with the same seed (up to float round-off). Rank 0 alone evaluates,
+samples, logs and writes files; every rank resumes from the same checkpoint.
+
 Images (uint8 ``(N, C, H, W)`` from an image data set): every batch is flipped (``data.flip``)
 and dequantized into model space by :func:`scoresde.data.images_to_model` with the loop's
 generator; the test images are dequantized once, with the evaluation seed.
@@ -35,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import distributed
 from .checkpoint import CHECKPOINT, load_checkpoint, load_model, save_checkpoint
 from .config import (
     Config,
@@ -200,6 +208,29 @@ def _draw_curves(metrics_path: Path, path: Path) -> None:
     training_curves(metrics_path, path)
 
 
+def _rows_score(net: torch.nn.Module, own: slice) -> Callable[[Tensor, Tensor], Tensor]:
+    """The network's score on this rank's rows ``own`` of the global batch, 0 on the others.
+
+    The other rows' losses then carry no gradient, so ``world * reduce(losses)`` has the gradient
+    of this rank's share of the global ``reduce``; DDP's mean over the ranks gives the gradient of
+    the global mean (or sum) of the per-example losses.
+    """
+
+    def score(x: Tensor, t: Tensor) -> Tensor:
+        out = torch.zeros_like(x)
+        out[own] = net(x[own], t[own])
+        return out
+
+    return score
+
+
+def _any_rank(flag: bool, d: distributed.Dist) -> bool:
+    """True on every rank when ``flag`` is true on one (a decision all ranks must share)."""
+    if not d.active:
+        return flag
+    return bool(distributed.all_reduce(torch.tensor(int(flag), device=d.device), d, "max"))
+
+
 def _every(step: int, period: int) -> bool:
     return period > 0 and step % period == 0
 
@@ -234,10 +265,12 @@ def train(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = workdir / CHECKPOINT, workdir / "metrics.csv"
-    for stale in workdir.glob(f".{CHECKPOINT}.*.tmp"):  # left by a write that was killed
-        stale.unlink(missing_ok=True)
-    state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None  # every rank
     cfg = _resolve(cfg, state)
+    d = distributed.init(cfg.train.backend, cfg.train.device)  # one process without torchrun
+    own, main = distributed.rows(cfg.train.batch_size, d), d.is_main
+    for stale in workdir.glob(f".{CHECKPOINT}.*.tmp") if main else ():  # from a killed write
+        stale.unlink(missing_ok=True)
     train_x, test_x, standardizer = load_data(cfg.data) if data is None else data
     images = train_x.dtype == torch.uint8  # dequantized per batch below
     if images and cfg.data.scale is None:
@@ -245,7 +278,7 @@ def train(
     if standardizer is not None:  # model units
         train_x, test_x = standardizer.forward(train_x), standardizer.forward(test_x)
     cfg = with_data_shape(cfg, tuple(train_x.shape[1:]))
-    tc, device = cfg.train, torch.device(cfg.train.device)
+    tc, device = cfg.train, d.device
     train_x, test_x = train_x.to(device), test_x.to(device)
     if images:  # one fixed dequantization of the test images, so test losses are comparable
         g_test = torch.Generator(device).manual_seed(tc.seed + _EVAL_SEED)
@@ -259,9 +292,13 @@ def train(
     gen = torch.Generator(device).manual_seed(tc.seed)
     step, elapsed = _restore(state, model, ema, opt, gen) if state else (0, 0.0)
     ema_model = copy.deepcopy(model).eval()  # holds the EMA weights for evaluation and sampling
-    (workdir / "config.yaml").write_text(dump_yaml(cfg))
-    _start_metrics(metrics_path, step if state else None)
-    writer = _tensorboard(workdir, tc.tensorboard)
+    if main:
+        (workdir / "config.yaml").write_text(dump_yaml(cfg))
+        _start_metrics(metrics_path, step if state else None)
+    writer = _tensorboard(workdir, tc.tensorboard and main)
+    # Several processes: DDP averages the gradients; `model` stays the plain module (state dicts
+    # without a "module." prefix, EMA, evaluation).
+    score_fn = _rows_score(distributed.wrap_ddp(model, d), own) if d.active else model
 
     sde, n_train = model.sde, train_x.shape[0]
     last = tc.steps if max_steps is None else min(tc.steps, max_steps)
@@ -271,9 +308,10 @@ def train(
     first_bad = torch.full((), -1, dtype=torch.long, device=device)  # no host sync per step
     t_start = time.perf_counter() - elapsed
 
-    def check_finite() -> None:
-        bad = int(first_bad)
-        if bad >= 0:
+    def check_finite() -> None:  # on every rank at the same steps: all stop together
+        never = torch.iinfo(torch.long).max
+        bad = int(distributed.all_reduce(torch.where(first_bad < 0, never, first_bad), d, "min"))
+        if bad != never:
             kept = f"step {saved_step} in {ckpt_path}" if saved_step is not None else "none yet"
             raise TrainingError(
                 f"the training loss became NaN or inf at step {bad}; stopped (try a smaller "
@@ -289,8 +327,12 @@ def train(
         x0 = train_x[torch.randint(n_train, (tc.batch_size,), generator=gen, device=device)]
         if images:
             x0 = images_to_model(x0, cfg.data, gen, cfg.data.flip)
-        per_example = dsm_loss(sde, model, x0, tc.weighting, tc.eps, gen, importance=tc.importance)
+        per_example = dsm_loss(
+            sde, score_fn, x0, tc.weighting, tc.eps, gen, importance=tc.importance
+        )  # t and z of the whole global batch on every rank
         loss = reduce(per_example, tc.reduce)
+        if d.active:  # DDP averages over ranks (see _rows_score)
+            loss = loss * d.world
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip is not None:
@@ -298,19 +340,20 @@ def train(
         opt.step()
         ema.update(model)
         step += 1
-        loss_sum += per_example.detach().mean()
+        loss_sum += per_example[own].detach().mean()
         n_sum += 1
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
 
         done = step == last or (
-            max_seconds is not None and time.perf_counter() - t_start >= max_seconds
+            max_seconds is not None and _any_rank(time.perf_counter() - t_start >= max_seconds, d)
         )
         log, ev = _every(step, tc.log_every) or done, _every(step, tc.eval_every) or done
         if log or ev:
             check_finite()
             metrics = {"step": step, "lr": lr, "time": time.perf_counter() - t_start}
-            metrics["train_loss"] = loss_sum.item() / n_sum
+            metrics["train_loss"] = distributed.all_reduce(loss_sum, d, "mean").item() / n_sum
             loss_sum, n_sum = torch.zeros((), device=device), 0
+        if (log or ev) and main:
             if ev:
                 ema.copy_to(ema_model)
                 metrics["test_loss"] = evaluate(ema_model, test_x, cfg)
@@ -325,6 +368,7 @@ def train(
                         writer.add_scalar(k, metrics[k], step)
         if _every(step, tc.sample_every):
             check_finite()
+        if _every(step, tc.sample_every) and main:
             ema.copy_to(ema_model)
             g = torch.Generator(device).manual_seed(tc.seed + _SAMPLE_SEED)
             x, _ = sample_model(ema_model, cfg.sample, (cfg.sample.n, *cfg.data.shape), g)
@@ -333,8 +377,10 @@ def train(
         if _every(step, tc.ckpt_every) or done:
             check_finite()
             elapsed = time.perf_counter() - t_start
-            state = _checkpoint_state(cfg, model, ema, opt, step, gen, standardizer, elapsed)
-            save_checkpoint(ckpt_path, state)
+            if main:
+                state = _checkpoint_state(cfg, model, ema, opt, step, gen, standardizer, elapsed)
+                save_checkpoint(ckpt_path, state)
+            distributed.barrier(d)  # no rank goes on (or ends) before the checkpoint is written
             saved_step = step
         if callback is not None:
             callback(step, metrics)
@@ -345,10 +391,11 @@ def train(
         writer.close()
     if saved_step != step:  # no update in this call (steps=0): still leave a checkpoint
         elapsed = time.perf_counter() - t_start
-        save_checkpoint(
-            ckpt_path, _checkpoint_state(cfg, model, ema, opt, step, gen, standardizer, elapsed)
-        )
-    if "test_loss" not in metrics:  # no update in this call: report the current state
+        if main:
+            state = _checkpoint_state(cfg, model, ema, opt, step, gen, standardizer, elapsed)
+            save_checkpoint(ckpt_path, state)
+        distributed.barrier(d)
+    if "test_loss" not in metrics and main:  # no update in this call: report the current state
         ema.copy_to(ema_model)
         metrics = {**metrics, "test_loss": evaluate(ema_model, test_x, cfg)}
     return {**metrics, "step": step, "workdir": str(workdir)}
