@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="summarise a model: parameters, SDE, parameterization")
     i.add_argument("--workdir", required=True)
     i.set_defaults(func=cmd_info)
+    from .tune import add_tune_parser  # the verb and its options live beside the search
+
+    add_tune_parser(sub)
     return p
 
 
