@@ -92,28 +92,42 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from . import plots
+    from . import distributed, plots
     from .checkpoint import load_model
 
-    device = _pick_device(args.device)
+    d = distributed.init(device=_pick_device(args.device))  # one process without torchrun
+    device = d.device
     model, cfg, standardizer = load_model(args.workdir, ema=not args.no_ema)
     model = model.to(device).eval()
     fn, takes = _samplers()[args.sampler]
     # "cli_name:kwarg" renames an option whose flag differs from the sampler's argument.
     pairs = [k.split(":") if ":" in k else (k, k) for k in takes]
     opts = {kw: getattr(args, a) for a, kw in pairs if getattr(args, a) is not None}
-    shape = (args.n, *_data_shape(cfg))
-    g = torch.Generator(device=device).manual_seed(args.seed)
+    shape, sizes = _data_shape(cfg), distributed.chunk_sizes(args.n, args.chunk)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        x, nfe = fn(model.sde, model.score_fn, shape, generator=g, device=device, **opts)
+    parts, nfe = [], 0
+    with torch.no_grad():  # chunk k from seed + k: the same samples for any number of processes
+        for k in distributed.shard(len(sizes), d):
+            g = torch.Generator(device=device).manual_seed(args.seed + k)
+            xk, nfe_k = fn(
+                model.sde, model.score_fn, (sizes[k], *shape), generator=g, device=device, **opts
+            )
+            parts.append(xk)
+            nfe = max(nfe, int(nfe_k))
+    empty = torch.empty((0, *shape), device=device)
+    x = distributed.gather_chunks(parts, sizes, d, empty)
+    nfe = int(distributed.all_reduce(torch.tensor(nfe, device=device), d, "max"))
     wall = time.perf_counter() - t0
+    if not d.is_main:  # rank 0 writes
+        return 0
     x = _to_data_units(x.cpu(), cfg, standardizer)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     picture = _save_samples(x, out, plots)
     print(f"wrote {out} ({args.n} samples, shape {tuple(x.shape[1:])}) and {picture}")
-    print(f"sampler={args.sampler} nfe={nfe} time={wall:.2f}s")
+    procs = f"{d.world} process" + ("es" if d.active else "")
+    split = f" ({len(sizes)} chunks, {procs})" if len(sizes) > 1 or d.active else ""
+    print(f"sampler={args.sampler} nfe={nfe} time={wall:.2f}s{split}")
     return 0
 
 
@@ -310,7 +324,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lam", type=float, help="lambda: 0 = reverse SDE, 1 = probability-flow ODE")
     s.add_argument("--eps", type=float, help="last time of the reverse process")
     s.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None)
-    s.add_argument("--n", type=int, default=1000, help="number of samples")
+    s.add_argument(
+        "--n",
+        "--num-samples",
+        dest="n",
+        type=int,
+        default=1000,
+        help="number of samples (under torchrun write --num-samples: torchrun's own parser "
+        "takes --n for an abbreviation of its options)",
+    )
+    s.add_argument(
+        "--chunk",
+        type=int,
+        default=1000,
+        help="samples per chunk; chunk k is drawn with seed + k, so the samples are the same "
+        "in one process and under torchrun (chunks are dealt to the processes)",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")

@@ -29,6 +29,7 @@ __all__ = [
     "BACKENDS",
     "BACKEND_ENV",
     "init",
+    "world_size",
     "resolve_backend",
     "check_batch",
     "rows",
@@ -99,6 +100,11 @@ def _shutdown() -> None:
         dist.destroy_process_group()
 
 
+def world_size() -> int:
+    """The number of processes ``torchrun`` started (``$WORLD_SIZE``; 1 without it)."""
+    return max(_env_int("WORLD_SIZE", 1), 1)
+
+
 def init(backend: str = "auto", device: torch.device | str = "cpu") -> Dist:
     """Join the ``torchrun`` process group (once per process); one process without ``torchrun``.
 
@@ -109,8 +115,8 @@ def init(backend: str = "auto", device: torch.device | str = "cpu") -> Dist:
     """
     device = torch.device(device)
     name = resolve_backend(backend, device)
-    world = _env_int("WORLD_SIZE", 1)
-    if world <= 1:
+    world = world_size()
+    if world == 1:
         return Dist(device=device)
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if device.type == "cuda" and device.index is None:

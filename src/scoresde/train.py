@@ -267,6 +267,7 @@ def train(
     ckpt_path, metrics_path = workdir / CHECKPOINT, workdir / "metrics.csv"
     state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None  # every rank
     cfg = _resolve(cfg, state)
+    distributed.check_batch(cfg.train.batch_size, distributed.world_size())  # before joining
     d = distributed.init(cfg.train.backend, cfg.train.device)  # one process without torchrun
     own, main = distributed.rows(cfg.train.batch_size, d), d.is_main
     for stale in workdir.glob(f".{CHECKPOINT}.*.tmp") if main else ():  # from a killed write
