@@ -512,6 +512,7 @@ def tune(
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float | None = None,
     seed: int = 0,
+    max_concurrent: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Search hyperparameters of ``cfg`` with Ray Tune; write results.csv, tune.png, best.yaml.
@@ -529,6 +530,7 @@ def tune(
         cpus_per_trial, gpus_per_trial: resources per trial (GPUs: one if ``train.device`` is
             CUDA, else none, when None); the trial uses ``cpus_per_trial`` torch threads.
         seed: seed of Ray's random search.
+        max_concurrent: at most this many trials at once (None: as the resources allow).
         log: called with one line per finished trial.
 
     Returns:
@@ -559,6 +561,7 @@ def tune(
         tune_config=rt.TuneConfig(
             metric=metric, mode="min", num_samples=trials, scheduler=_scheduler(scheduler, cfg),
             search_alg=BasicVariantGenerator(random_state=seed),
+            max_concurrent_trials=max_concurrent,
         ),
         run_config=rt.RunConfig(
             name="ray", storage_path=str(out), verbose=0,
