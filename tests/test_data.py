@@ -1,4 +1,5 @@
-"""Toy data geometry, exact mixtures, file loading errors, splits, the standardizer's log-det."""
+"""Toy data geometry, exact mixtures, file loading errors, splits, the standardizer's log-det,
+and a user's images (a folder or an .npz) through load_data."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from scoresde.config import DataConfig
 from scoresde.data import (
@@ -14,8 +16,10 @@ from scoresde.data import (
     TOY_MIXTURES,
     Standardizer,
     checkerboard,
+    is_image_path,
     load_array,
     load_data,
+    load_image_path,
     moons,
     split,
     swiss_roll,
@@ -157,3 +161,58 @@ def test_load_data_toy_and_file(tmp_path):
     assert tr.shape == (30, 3) and te.shape == (10, 3) and st.mean.shape == (3,)
     tr, te, st = load_data(DataConfig(name="mixture_1d", n_train=10, n_test=5, standardize=False))
     assert st is None and tr.shape == (10, 1)
+
+
+# ---- a user's images ---------------------------------------------------------------------------
+def _png_folder(folder, n: int, side: int = 6) -> np.ndarray:
+    """``n`` random grayscale PNGs ``img_000.png``... (lossless: read back exactly); the arrays."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x = np.random.default_rng(n).integers(0, 256, size=(n, side, side), dtype=np.uint8)
+    for i, a in enumerate(x):
+        Image.fromarray(a).save(folder / f"img_{i:03d}.png")
+    return x
+
+
+def test_load_data_from_an_image_folder(tmp_path):
+    x = _png_folder(tmp_path / "f", 20)
+    cfg = DataConfig(name="file", path=str(tmp_path / "f"), shape=[1, 6, 6], test_fraction=0.25)
+    assert is_image_path(cfg.path) and not is_image_path(tmp_path / "d.npy")
+    train, test, st = load_data(cfg)
+    assert st is None and train.dtype == torch.uint8
+    assert train.shape == (15, 1, 6, 6) and test.shape == (5, 1, 6, 6)
+    # A seeded permutation of the 20 images (sorted by file name): nothing lost, nothing twice.
+    both = torch.cat([train, test])[:, 0]
+    order = [int(np.flatnonzero((x == b.numpy()).all(axis=(1, 2)))[0]) for b in both]
+    assert sorted(order) == list(range(20))
+    again, _, _ = load_data(cfg)
+    assert torch.equal(again, train)
+    # n_train / n_test take the first images of each split, as for the named image sets.
+    capped = load_data(DataConfig(name="file", path=cfg.path, shape=[1, 6, 6], n_train=4, n_test=2))
+    assert capped[0].shape[0] == 4 and capped[1].shape[0] == 2
+    # train/ and test/ subfolders are the splits; resizing and channels follow data.shape.
+    xt = _png_folder(tmp_path / "s" / "train", 3)
+    xs = _png_folder(tmp_path / "s" / "test", 2)
+    train, test, _ = load_data(DataConfig(name="file", path=str(tmp_path / "s"), shape=[1, 6, 6]))
+    assert torch.equal(train[:, 0], torch.from_numpy(xt)) and torch.equal(
+        test[:, 0], torch.from_numpy(xs)
+    )
+    big = load_image_path(tmp_path / "s", [3, 12, 10], "test")
+    assert big.shape == (2, 3, 12, 10)
+    with pytest.raises(ValueError, match=r"needs data.shape = \[C, H, W\]"):
+        load_data(DataConfig(name="file", path=str(tmp_path / "f")))
+
+
+def test_load_data_from_an_image_npz(tmp_path):
+    g = np.random.default_rng(0)
+    x_train = g.integers(0, 256, size=(7, 4, 4, 3), dtype=np.uint8)
+    x_test = g.integers(0, 256, size=(3, 4, 4, 3), dtype=np.uint8)
+    np.savez(tmp_path / "rgb.npz", x_train=x_train, x_test=x_test)  # no labels: allowed
+    cfg = DataConfig(name="file", path=str(tmp_path / "rgb.npz"), shape=[3, 4, 4])
+    train, test, st = load_data(cfg)
+    assert st is None
+    assert torch.equal(train, torch.from_numpy(x_train).permute(0, 3, 1, 2))
+    assert torch.equal(test, torch.from_numpy(x_test).permute(0, 3, 1, 2))
+    with pytest.raises(ValueError, match=r"\(7, 4, 4, 3\), expected \(N, 8, 8, 1\)"):
+        load_data(DataConfig(name="file", path=cfg.path, shape=[1, 8, 8]))
+    with pytest.raises(ValueError, match="no such image file"):
+        load_image_path(tmp_path / "missing.npz", [3, 4, 4], "train")

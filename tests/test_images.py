@@ -259,11 +259,15 @@ def test_image_folder(tmp_path):
     _save(tmp_path / "b_rgb.png", rgb8, "PNG")
     _save(tmp_path / "sub" / "c_big.jpg", np.full((20, 12, 3), (200, 40, 90), np.uint8), "JPEG")
     _save(tmp_path / "sub" / "d_big.JPEG", np.full((16, 16), 77, np.uint8), "JPEG")
+    rgba = np.concatenate([rgb8, g.integers(0, 256, size=(8, 8, 1), dtype=np.uint8)], axis=2)
+    _save(tmp_path / "sub" / "e_rgba.png", rgba, "PNG")
     (tmp_path / "notes.txt").write_text("not an image")
 
     x3 = im.load_image_folder(tmp_path, 8, 3)
     x1 = im.load_image_folder(tmp_path, 8, 1)
-    assert x3.shape == (4, 3, 8, 8) and x1.shape == (4, 1, 8, 8) and x3.dtype == torch.uint8
+    assert x3.shape == (5, 3, 8, 8) and x1.shape == (5, 1, 8, 8) and x3.dtype == torch.uint8
+    # RGBA: the alpha channel is dropped, the colours kept as they are (no compositing).
+    assert torch.equal(x3[4], torch.from_numpy(rgb8).permute(2, 0, 1))
     # Lossless 8x8 PNGs are read exactly, in sorted path order.
     assert torch.equal(x1[0, 0], torch.from_numpy(gray8))
     assert torch.equal(x3[0], torch.from_numpy(gray8)[None].expand(3, 8, 8))
@@ -276,7 +280,9 @@ def test_image_folder(tmp_path):
     assert (x3[2].double() - torch.tensor([200.0, 40.0, 90.0])[:, None, None]).abs().max() <= 2
     assert (x1[3].double() - 77).abs().max() <= 2
     # load_images reads folders too, and a train/ subfolder when there is one.
+    (tmp_path / "sub" / "e_rgba.png").unlink()
     xa, ya = im.load_images(str(tmp_path), "test", size=(8, 8), channels=3)
+    x3 = x3[:4]
     assert ya is None and torch.equal(xa, x3)
     _save(tmp_path / "train" / "e.png", rgb8, "PNG")
     xs, _ = im.load_images(tmp_path, "train", size=8, channels=3)
@@ -302,6 +308,45 @@ def test_corrupt_and_missing_images(tmp_path):
         im.load_image_folder(tmp_path / "empty_dir_that_is_missing", 8, 1)
 
 
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    with pytest.raises(im.DatasetNotFound, match=r"no PNG/JPEG images .* under .*empty"):
+        im.load_images(tmp_path / "empty", size=8, channels=1)
+
+
+# ---- a user's .npz ----------------------------------------------------------------------------
+def test_image_npz_with_and_without_labels(tmp_path):
+    g = np.random.default_rng(2)
+    x = g.integers(0, 256, size=(5, 6, 6), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", x_train=x, x_test=x[:2], y_test=np.arange(2))
+    xt, yt = im.load_image_npz(tmp_path / "a.npz", "train", (1, 6, 6))
+    assert torch.equal(xt[:, 0], torch.from_numpy(x)) and yt is None
+    xs, ys = im.load_image_npz(tmp_path / "a.npz", "test", (1, 6, 6), labels=True)
+    assert xs.shape == (2, 1, 6, 6) and ys.tolist() == [0, 1]
+    with pytest.raises(im.DataError, match=r"no array \['y_train'\]"):
+        im.load_image_npz(tmp_path / "a.npz", "train", (1, 6, 6), labels=True)
+    with pytest.raises(im.DataError, match=r"\(5, 6, 6\), expected \(N, 28, 28, 1\)"):
+        im.load_image_npz(tmp_path / "a.npz", "train", (1, 28, 28))
+    np.save(tmp_path / "one.npy", x)
+    (tmp_path / "one.npz").write_bytes((tmp_path / "one.npy").read_bytes())
+    with pytest.raises(im.DataError, match="a single array, not an .npz archive"):
+        im.load_image_npz(tmp_path / "one.npz", "train", (1, 6, 6))
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(im.DataError, match="cannot read .*junk.npz"):
+        im.load_image_npz(tmp_path / "junk.npz", "train", (1, 6, 6))
+
+
+def test_named_set_of_another_shape_in_the_data_dir(tmp_path):
+    # An mnist.npz whose images are 32x32 RGB is refused with both shapes named.
+    x = np.zeros((2, 32, 32, 3), np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_train=x, y_train=np.zeros(2, np.int64), x_test=x,
+             y_test=np.zeros(2, np.int64))  # fmt: skip
+    with pytest.raises(im.DataError, match=r"mnist.npz: images of shape \(2, 32, 32, 3\)") as e:
+        im.load_images("mnist", "train", data_dir=tmp_path)
+    assert "(C, H, W) = (1, 28, 28)" in str(e.value) and "\n" not in str(e.value)
+
+
 # ---- where data sets are looked for ------------------------------------------------------------
 def test_missing_data_set_message(tmp_path, monkeypatch):
     monkeypatch.delenv(im.ENV_VAR, raising=False)
@@ -311,6 +356,7 @@ def test_missing_data_set_message(tmp_path, monkeypatch):
     msg = str(err.value)
     assert isinstance(err.value, ValueError)
     assert str(tmp_path / "data") in msg and os.path.abspath("../shared/data") in msg
+    assert "\n" not in msg  # one line: a command line shows the first line of an error only
     for needed in (
         "fashion_mnist.npz",
         "train-images-idx3-ubyte",
@@ -449,6 +495,8 @@ def test_download_without_network(tmp_path, name):
         im.download(name, tmp_path, sources=[unreachable], timeout=2)
     assert unreachable in str(err.value) and str(tmp_path) in str(err.value)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no partial files left
+    first = str(err.value).splitlines()[0]  # what a command line shows: what to place where
+    assert "no network" in first and "by hand" in first and str(tmp_path) in first
     assert im.download("digits", tmp_path) == tmp_path  # ships with scikit-learn
     with pytest.raises(ValueError, match="unknown data set 'svhn'"):
         im.download("svhn", tmp_path)
@@ -457,3 +505,18 @@ def test_download_without_network(tmp_path, name):
 def test_public_names():
     assert sd.load_images is im.load_images and sd.IMAGE_DATASETS is im.IMAGE_DATASETS
     assert set(im.IMAGE_DATASETS) == {"mnist", "fashion_mnist", "cifar10", "digits"}
+    assert all(hasattr(im, name) for name in im.__all__)
+
+
+def test_ensure_downloaded_skips_a_present_set(tmp_path, monkeypatch):
+    require(DATA / "mnist.npz")
+    unreachable = ["http://127.0.0.1:9/"]
+    assert im.ensure_downloaded("mnist", DATA, sources=unreachable, timeout=2) is None
+    monkeypatch.setenv(im.ENV_VAR, str(DATA))  # found through the variable too
+    assert im.ensure_downloaded("mnist", sources=unreachable, timeout=2) is None
+    monkeypatch.setenv(im.ENV_VAR, f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}")
+    with pytest.raises(im.DataError, match="could not download") as err:  # into the first root
+        im.ensure_downloaded("fashion_mnist", sources=unreachable, timeout=2)
+    assert str(tmp_path / "a") in str(err.value).splitlines()[0]
+    with pytest.raises(ValueError, match="unknown data set 'svhn'"):
+        im.ensure_downloaded("svhn")

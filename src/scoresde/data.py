@@ -42,6 +42,8 @@ __all__ = [
     "Standardizer",
     "load_data",
     "images_to_model",
+    "is_image_path",
+    "load_image_path",
 ]
 
 
@@ -270,12 +272,17 @@ def load_data(cfg: DataConfig) -> tuple[Tensor, Tensor, Standardizer | None]:
     split with ``cfg.test_fraction``. A toy set draws ``n_train + n_test`` points. Both use
     ``cfg.seed``. An image set (``scoresde.images.IMAGE_DATASETS``) gives the first ``n_train``
     / ``n_test`` images of its splits as uint8 ``(N, C, H, W)`` and no standardizer: the trainer
-    dequantizes every batch into model space (:func:`images_to_model`).
+    dequantizes every batch into model space (:func:`images_to_model`). So does a ``cfg.path``
+    that is an image folder or an ``.npz`` of images (:func:`is_image_path`), read at
+    ``cfg.shape`` (:func:`load_image_path`); a folder without ``train/`` and ``test/``
+    subfolders is split with ``cfg.test_fraction``.
     """
     from .images import IMAGE_DATASETS
 
     if cfg.path is None and cfg.name in IMAGE_DATASETS:
         return (*_load_image_splits(cfg), None)
+    if cfg.path is not None and is_image_path(cfg.path):
+        return (*_load_image_path_splits(cfg), None)
     g = torch.Generator().manual_seed(cfg.seed)
     if cfg.path is not None:
         train, test = split(load_array(cfg.path), cfg.test_fraction, g)
@@ -293,6 +300,54 @@ def _load_image_splits(cfg: DataConfig) -> tuple[Tensor, Tensor]:
     test, _ = load_images(cfg.name, "test", cfg.data_dir)
     if cfg.shape is not None:
         check_images(train, cfg.shape)
+    return train[: cfg.n_train], test[: cfg.n_test]
+
+
+# ---- a user's images: a folder of PNG/JPEG files or an .npz ----------------------------------
+def is_image_path(path: str | Path) -> bool:
+    """Whether ``path`` holds images (a folder, or an ``.npz`` archive) rather than vectors."""
+    p = Path(path)
+    return p.is_dir() or p.suffix.lower() == ".npz"
+
+
+def _image_shape(shape: list[int] | tuple[int, ...] | None, path: str | Path) -> tuple[int, ...]:
+    if shape is None or len(shape) != 3:
+        raise ValueError(
+            f"{path}: image data needs data.shape = [C, H, W] (an image preset sets it), "
+            f"got {shape!r}"
+        )
+    return tuple(int(s) for s in shape)
+
+
+def load_image_path(path: str | Path, shape: list[int] | tuple[int, ...], split: str) -> Tensor:
+    """uint8 images ``(N, C, H, W)`` with ``(C, H, W) = shape`` from a folder or an ``.npz``.
+
+    A folder: every PNG/JPEG under it (under its ``train/`` or ``test/`` subfolder if that
+    exists), converted to C channels and resized to H x W. An ``.npz``: its ``x_<split>`` array,
+    which must have the shape already (:func:`scoresde.images.load_image_npz`).
+    """
+    from .images import load_image_npz, load_images
+
+    c, h, w = _image_shape(shape, path)
+    p = Path(path)
+    if p.is_dir():
+        return load_images(p, split, size=(h, w), channels=c)[0]
+    if p.suffix.lower() != ".npz":
+        raise ValueError(f"{p}: images come as a folder of PNG/JPEG files or an .npz archive")
+    if not p.is_file():
+        raise ValueError(f"{p}: no such image file")
+    return load_image_npz(p, split, (c, h, w))[0]
+
+
+def _load_image_path_splits(cfg: DataConfig) -> tuple[Tensor, Tensor]:
+    """Train / test images of ``cfg.path``: its own splits, else a seeded ``test_fraction`` cut."""
+    p = Path(cfg.path)
+    if p.is_dir() and not ((p / "train").is_dir() and (p / "test").is_dir()):
+        x = load_image_path(p, cfg.shape, "train")
+        train, test = split(x, cfg.test_fraction, torch.Generator().manual_seed(cfg.seed))
+    else:
+        train = load_image_path(p, cfg.shape, "train")
+        test = load_image_path(p, cfg.shape, "test")
     return train[: cfg.n_train], test[: cfg.n_test]
 
 

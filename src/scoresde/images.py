@@ -60,8 +60,10 @@ __all__ = [
     "load_images",
     "load_image_folder",
     "read_idx",
+    "load_image_npz",
     "read_cifar_batch",
     "download",
+    "ensure_downloaded",
     "SCALING",
     "to_float",
     "from_model",
@@ -100,11 +102,12 @@ def data_roots(data_dir: str | Path | None = None) -> list[Path]:
 
 
 def _not_found(name: str, roots: Sequence[Path], needs: str) -> DatasetNotFound:
-    where = "\n".join(f"  {r}{'' if r.is_dir() else '  (does not exist)'}" for r in roots)
+    """One line (a command line shows only the first): where it looked, what it needs, what next."""
+    where = ", ".join(f"{r}{'' if r.is_dir() else ' (does not exist)'}" for r in roots)
     return DatasetNotFound(
-        f"data set {name!r} not found. Looked in:\n{where}\nIt needs {needs}.\n"
+        f"data set {name!r} not found; looked in {where}. It needs {needs}. "
         f"Point data_dir (--data-dir) or ${ENV_VAR} at a directory holding them, "
-        f"or try download({name!r}, DIR) where there is a network."
+        f"or try download({name!r}, DIR) (--download) where there is a network."
     )
 
 
@@ -122,7 +125,10 @@ def _to_tensors(
         raise DataError(f"{source}: images must be uint8, got {x.dtype}")
     c, h, w = shape
     if x.shape[1:] not in ((h, w, c), (h, w) if c == 1 else None):
-        raise DataError(f"{source}: images of shape {x.shape}, expected (N, {h}, {w}, {c})")
+        raise DataError(
+            f"{source}: images of shape {x.shape}, expected (N, {h}, {w}, {c}) for the preset's "
+            f"(C, H, W) = {tuple(shape)}: use a preset for this data, or images of that shape"
+        )
     x = x.reshape(len(x), h, w, c).transpose(0, 3, 1, 2)
     x = np.ascontiguousarray(x)
     xt = torch.from_numpy(x if x.flags.writeable else x.copy())
@@ -137,19 +143,40 @@ def _to_tensors(
 
 
 def _load_npz(path: Path, split: str, shape: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
-    """Read ``x_<split>``, ``y_<split>`` from an ``.npz`` (no pickles allowed)."""
+    """Read ``x_<split>``, ``y_<split>`` from a named set's ``.npz`` (labels required)."""
+    x, y = load_image_npz(path, split, shape, labels=True)
+    return x, y
+
+
+def load_image_npz(
+    path: str | Path, split: str, shape: Sequence[int], labels: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """uint8 images ``(N, C, H, W)`` of ``shape`` (C, H, W) from ``x_<split>`` of an ``.npz``.
+
+    The file holds ``x_train`` / ``x_test`` as ``(N, H, W)`` (one channel) or ``(N, H, W, C)``
+    uint8, and optionally ``y_train`` / ``y_test`` integer labels (required if ``labels``);
+    without them the labels are ``None``. Pickled objects are refused. An array of another
+    shape raises one :class:`DataError` naming both shapes.
+    """
+    _check_split(split)
+    path = Path(path)
     keys = (f"x_{split}", f"y_{split}")
     try:
-        with np.load(path, allow_pickle=False) as d:
-            missing = [k for k in keys if k not in d.files]
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: a single array, not an .npz archive of x_train, x_test")
+        with archive as d:
+            need = keys if labels else keys[:1]
+            missing = [k for k in need if k not in d.files]
             if missing:
                 raise DataError(f"{path}: no array {missing} (holds {sorted(d.files)})")
-            x, y = d[keys[0]], d[keys[1]]
+            x = d[keys[0]]
+            y = d[keys[1]] if keys[1] in d.files else None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         if isinstance(e, DataError):
             raise
         raise DataError(f"cannot read {path}: {e}") from e
-    return _to_tensors(x, y, shape, path)
+    return _to_tensors(x, y, tuple(shape), path)
 
 
 # ---- MNIST family: IDX files -------------------------------------------------------------------
@@ -533,7 +560,8 @@ def download(
     files, each checked by the MD5 of its decompressed bytes), CIFAR-10 to
     ``data_dir/cifar-10-batches-py/`` (archive MD5 checked); files already there are kept.
     ``sources`` replaces the base URLs tried in turn (:data:`SOURCES`). ``digits`` needs nothing.
-    Without a network this raises one :class:`DataError` that says so and lists each attempt.
+    Without a network this raises one :class:`DataError`: its first line says so and which files
+    to place where by hand, the next lines list each attempt.
     """
     if name not in IMAGE_DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {sorted(IMAGE_DATASETS)}")
@@ -549,11 +577,35 @@ def download(
         failures = _download_cifar(folder, sources, timeout)
     if failures:
         raise DataError(
-            f"could not download {name!r} (no network, or its sources are unreachable). "
-            "Tried:\n  " + "\n  ".join(failures) + f"\nCopy {IMAGE_DATASETS[name].needs} into "
-            f"{root} by hand instead."
+            f"could not download {name!r} (no network, or its sources are unreachable): place "
+            f"{IMAGE_DATASETS[name].needs} in {root} by hand instead.\nTried:\n  "
+            + "\n  ".join(failures)
         )
     return root
+
+
+def ensure_downloaded(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    sources: Sequence[str] | None = None,
+    timeout: float = 10.0,
+) -> Path | None:
+    """Download a named set unless it is found already; the folder written to, or ``None``.
+
+    The set is looked for as :func:`load_images` would (``data_dir``, else ``$SCORESDE_DATA``,
+    else the defaults); if absent, :func:`download` fetches it into ``data_dir``, else into the
+    first of those roots, where :func:`load_images` then finds it.
+    """
+    if name not in IMAGE_DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(IMAGE_DATASETS)}")
+    roots = data_roots(data_dir)
+    try:
+        IMAGE_DATASETS[name].load("test", roots)
+        return None
+    except DatasetNotFound:
+        pass
+    return download(name, roots[0], sources=sources, timeout=timeout)
 
 
 # ---- model space -------------------------------------------------------------------------------
