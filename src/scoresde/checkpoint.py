@@ -21,9 +21,11 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from .config import Config, ConfigError, build_score_model, config_from_dict
 from .data import Standardizer
@@ -39,6 +41,7 @@ __all__ = [
     "checkpoint_path",
     "model_from_checkpoint",
     "load_model",
+    "check_state_dict",
 ]
 
 FORMAT, VERSION = "scoresde", 1
@@ -131,41 +134,86 @@ def _config(d: dict) -> Config | dict:
         return d
 
 
-def model_from_checkpoint(state: dict, ema: bool = True) -> ScoreModel:
+def _listed(keys: list[str], few: int = 4) -> str:
+    return ", ".join(keys[:few]) + (f", ... ({len(keys) - few} more)" if len(keys) > few else "")
+
+
+def check_state_dict(
+    state: Mapping[str, Tensor], expected: Mapping[str, Tensor], what: str
+) -> None:
+    """Raise one :class:`CheckpointError` unless ``state`` has exactly the keys and shapes of
+    ``expected`` (a model's ``state_dict()``, or its named parameters for EMA weights).
+
+    The one-line message counts and names a few of each kind of mismatch: keys the model needs
+    that ``state`` lacks (missing), keys it has that the model does not (unexpected), and keys
+    of both with other shapes (checkpoint shape vs model shape). Never loads anything partially.
+    """
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    kinds = (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", shapes))
+    problems = [f"{len(keys)} {kind}: {_listed(keys)}" for kind, keys in kinds if keys]
+    if problems:
+        raise CheckpointError(
+            f"{what} do not fit this model (another architecture or other model.params?): "
+            + "; ".join(problems)
+        )
+
+
+def model_from_checkpoint(
+    state: dict, ema: bool = True, config: Config | None = None
+) -> ScoreModel:
     """Rebuild the ScoreModel of a loaded checkpoint; with ``ema`` its EMA weights if present.
 
     Only the ``sde`` and ``model`` config sections are used, so converted official checkpoints
-    (whose ``data`` section differs) load too.
+    (whose ``data`` section differs) load too. ``config`` builds the model of that config
+    instead of the checkpoint's and loads the weights into it; weights of another architecture
+    raise one :class:`CheckpointError` listing missing, unexpected and shape-mismatched keys.
     """
-    d = state["config"]
+    if config is None:
+        d = state["config"]
+        try:
+            config = config_from_dict({"sde": d.get("sde"), "model": d.get("model")})
+        except (ConfigError, AttributeError) as e:
+            raise CheckpointError(f"checkpoint config cannot build a model: {e}") from None
+    model = build_score_model(config)
+    weights = state["model"]
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(f"checkpoint weights are a {type(weights).__name__}, not a dict")
+    check_state_dict(weights, model.state_dict(), "the checkpoint's weights")
+    averaged = state.get("ema") if ema else None
     try:
-        cfg = config_from_dict({"sde": d.get("sde"), "model": d.get("model")})
-    except (ConfigError, AttributeError) as e:
-        raise CheckpointError(f"checkpoint config cannot build a model: {e}") from None
-    model = build_score_model(cfg)
-    try:
-        model.load_state_dict(state["model"])
-        if ema and state.get("ema") is not None:
+        model.load_state_dict(weights)
+        if averaged is not None:
+            params = averaged["params"]
             own = dict(model.named_parameters())
+            check_state_dict(params, own, "the checkpoint's EMA weights")
             with torch.no_grad():
-                for name, v in state["ema"]["params"].items():
+                for name, v in params.items():
                     own[name].copy_(v)
     except (RuntimeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"checkpoint weights do not fit the model: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint weights do not fit the model: {first}") from None
     return model.eval()
 
 
 def load_model(
-    workdir: str | Path, ema: bool = True
+    workdir: str | Path, ema: bool = True, config: Config | None = None
 ) -> tuple[ScoreModel, Config | dict, Standardizer | None]:
     """``(score model, config, standardizer)`` from ``<workdir>/checkpoint.pt`` (or a file path).
 
     The model is on the CPU in eval mode, with the EMA weights unless ``ema=False``. The config is
     a :class:`Config`, or the raw dict for converted checkpoints with foreign sections. Samples in
     model units map back to data units with ``standardizer.inverse`` (``None``: no scaling).
+    ``config``: build this config's model instead of the checkpoint's (see
+    :func:`model_from_checkpoint`); the returned config is still the checkpoint's.
     """
     state = load_checkpoint(workdir)
-    model = model_from_checkpoint(state, ema)
+    model = model_from_checkpoint(state, ema, config)
     st = state.get("standardizer")
     standardizer = None if st is None else Standardizer.from_state_dict(st)
     return model, _config(state["config"]), standardizer
