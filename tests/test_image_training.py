@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import DATA, require
+from conftest import DATA, TESTDATA, require
+from PIL import Image
 
 from scoresde.cli import main
-from scoresde.config import ConfigError, apply_overrides, load_config
+from scoresde.config import ConfigError, apply_overrides, build_sde, load_config
 from scoresde.data import images_to_model, load_data
 from scoresde.train import train
 
@@ -180,3 +181,99 @@ def test_image_training_resumes_exactly(tmp_path, presets):
     a = torch.load(whole / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(parts / "checkpoint.pt", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- presets -----------------------------------------------------------------------------------
+TINY_NET = ["model.params.channels=[4, 8, 8, 8]", "model.params.embed_dim=8"]
+
+
+@pytest.mark.parametrize("preset", ["mnist_subvp", "mnist_ve", "fashion_mnist_subvp"])
+def test_mnist_presets_train_a_few_steps_and_draw_a_grid(tmp_path, preset):
+    cfg = load_config(preset)
+    name = cfg.data.name
+    require(DATA / f"{name}.npz")
+    run = tmp_path / "run"
+    sets = (*TINY_NET, f"data.data_dir={DATA}", "data.n_train=256", "data.n_test=16")
+    sets += ("train.batch_size=8", "train.sample_every=2", "sample.n=4", "sample.steps=3", *FEW)
+    assert main(_train_args(preset, run, 2, *sets)) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["sde"]["name"] == cfg.sde.name and saved["data"]["name"] == name
+    with Image.open(run / "samples_2.png") as im:  # a real PNG with pixels in it
+        assert im.size[0] > 0 and im.size[1] > 0
+        assert np.asarray(im.convert("L")).std() > 0  # not a blank picture
+
+
+def test_mnist_ve_sigma_max_is_the_largest_distance_between_training_images():
+    # Song & Ermon (2020), technique 1. The 100 images of largest norm against all 60,000 give a
+    # lower bound of the largest distance; the preset's comment gives the exact value, 16.88
+    # (all pairs). sigma_max must cover it and not exceed it by more than 2 %.
+    with np.load(require(DATA / "mnist.npz")) as d:
+        x = torch.from_numpy(d["x_train"]).reshape(60000, -1).float() / 255
+    n2 = (x * x).sum(1)
+    top = torch.argsort(n2, descending=True)[:100]
+    lower = (n2[top, None] + n2[None, :] - 2 * x[top] @ x.T).max().sqrt().item()
+    sigma_max = load_config("mnist_ve").sde.sigma_max
+    assert lower <= sigma_max <= 1.02 * lower
+
+
+def _official(name: str, **model) -> dict:
+    config = json.loads(require(TESTDATA / name).read_text())
+    config["model"] |= model
+    config["data"]["image_size"] = 32
+    return config
+
+
+# The official deep sub-VP config (configs/subvp/cifar10_ddpmpp_deep_continuous.py) is its
+# cifar10_ddpmpp_continuous.py with num_res_blocks 8 and n_iters 950001: the stored small config
+# of the latter, unshrunk (README of the test data: nf, ch_mult, num_res_blocks, attn, image_size).
+PAPER_PRESETS = {
+    "cifar10_ncsnpp_continuous_ve": lambda: _official("ve_ncsnpp_continuous_full_config.json"),
+    "cifar10_ddpmpp_deep_continuous_subvp": lambda: _official(
+        "subvp_ddpmpp_continuous_small_config.json",
+        nf=128,
+        ch_mult=[1, 2, 2, 2],
+        num_res_blocks=8,
+        attn_resolutions=[16],
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER_PRESETS))
+def test_paper_presets_have_the_official_hyperparameters(preset):
+    from scoresde.nets import build_net
+    from scoresde.official import official_adapters, official_net, official_sde
+
+    official = PAPER_PRESETS[preset]()
+    cfg = load_config(preset)
+    with torch.device("meta"):  # full size (63M / 107M parameters): shapes only, no memory
+        ours, theirs = build_net(cfg.model.name, cfg.model.params), official_net(official)
+    assert ours.config == theirs.config
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
+        (k, v.shape) for k, v in theirs.state_dict().items()
+    ]
+    assert (cfg.model.label, cfg.model.parameterization) == official_adapters(official)
+    sde = official_sde(official)
+    assert type(sde).__name__.lower() == cfg.sde.name
+    assert sde.config() == build_sde(cfg.sde).config()  # sigma or beta range and N
+    data, tr, optim, sampling = (official[k] for k in ("data", "training", "optim", "sampling"))
+    assert (cfg.data.centered, cfg.data.flip, cfg.data.shape) == (
+        data["centered"],
+        data["random_flip"],
+        [3, 32, 32],
+    )
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.warmup) == (
+        tr["batch_size"],
+        optim["lr"],
+        optim["warmup"],
+    )
+    assert cfg.train.ema_rate == official["model"]["ema_rate"]
+    assert cfg.train.weighting == ("likelihood" if tr["likelihood_weighting"] else "score")
+    # Official loss = c * ours: c = 1 / D with reduce_mean (mean over the D = 3072 pixels), else
+    # 0.5 (half the sum); gradients scale by c, so clipping ours at clip / c is the same clipping.
+    c = 1 / 3072 if tr["reduce_mean"] else 0.5
+    assert cfg.train.grad_clip == pytest.approx(optim["grad_clip"] / c, rel=1e-12)
+    assert (cfg.sample.predictor, cfg.sample.corrector) == (
+        sampling["predictor"],
+        sampling["corrector"],
+    )
+    assert cfg.sample.snr == sampling["snr"] and cfg.sample.steps is None  # N = 1000 steps
