@@ -62,16 +62,33 @@ def _progress(total: int, desc: str):
 # ---- verbs -------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import apply_overrides, dump_yaml, load_config
+    from .data import is_image_path
+    from .images import IMAGE_DATASETS, SCALING, ensure_downloaded
     from .train import train
 
     cfg = load_config(args.config)
     sets = list(args.set)
+    if args.data_dir:  # JSON strings are YAML strings: the path is never read as a number
+        sets.append(f"data.data_dir={json.dumps(args.data_dir)}")
     if args.data:
-        sets.append(f"data.path={args.data}")
+        sets.append(f"data.path={json.dumps(args.data)}")
     cfg = apply_overrides(cfg, sets)
+    if args.data and is_image_path(args.data):  # images: model space y = scale * u + shift
+        scale, shift = SCALING[cfg.data.centered]
+        image = [f"data.scale={scale}", f"data.shift={shift}", "data.standardize=false"]
+        cfg = apply_overrides(cfg, image)
     if args.dry_run:
         print(dump_yaml(cfg), end="")
         return 0
+    if args.download:
+        name = cfg.data.name
+        if cfg.data.path is not None or name not in IMAGE_DATASETS:
+            raise ValueError(
+                f"--download fetches a named image data set ({', '.join(sorted(IMAGE_DATASETS))}); "
+                f"this run reads {cfg.data.path or name!r}"
+            )
+        where = ensure_downloaded(name, cfg.data.data_dir)
+        print(f"data set {name!r}: " + (f"downloaded into {where}" if where else "found"))
     bar = _progress(cfg.train.steps, "train")
 
     def on_step(step: int, metrics: dict) -> None:
@@ -133,42 +150,52 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_likelihood(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .data import images_to_model, load_array, load_data
+    from .data import images_to_model, is_image_path, load_array, load_data, load_image_path
     from .likelihood import bits_per_dim, log_likelihood
 
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     device = _pick_device(args.device)
     model, cfg, standardizer = load_model(args.workdir, ema=True)
     model = model.to(device).eval()
-    if args.data:
+    if args.data and is_image_path(args.data):  # a folder / .npz, at the model's image shape
+        x = load_image_path(args.data, cfg.data.shape, "test")
+    elif args.data:
         x = load_array(args.data)
     else:
         _, x, _ = load_data(cfg.data)
     if args.n is not None:
         x = x[: args.n]
-    y = standardizer.forward(x) if standardizer is not None else x
-    log_det = float(standardizer.log_det()) if standardizer is not None else 0.0
     images = x.dtype == torch.uint8
-    if images:  # uniform dequantization u = (x + U) / 256, then model space scale * u + shift
-        y = images_to_model(x, cfg.data, generator=torch.Generator().manual_seed(args.seed))
+    divergence = args.divergence or ("rademacher" if images else "exact")
+    log_det = float(standardizer.log_det()) if standardizer is not None else 0.0
     g = torch.Generator(device=device).manual_seed(args.seed)
-    logps, nfes = [], 0
-    bar = _progress(len(y), "likelihood")
-    for batch in torch.split(y, args.batch_size):
-        lp, _, nfe = log_likelihood(
-            model.sde,
-            model.score_fn,
-            batch.to(device=device, dtype=torch.float32),
-            divergence=args.divergence,
-            rtol=args.rtol,
-            atol=args.atol,
-            eps=args.eps,
-            generator=g,
-        )
-        logps.append(lp.double().cpu() + log_det)
-        nfes += nfe
-        bar.update(len(batch))
+    g_deq = torch.Generator().manual_seed(args.seed)  # dequantization noise, on the CPU
+    R, nfes = args.repeats, 0
+    nll = torch.zeros(len(x), dtype=torch.float64)
+    bar = _progress(len(x) * R, "likelihood")
+    for _ in range(R):  # each repeat: fresh dequantization noise (images) and probes
+        if images:  # uniform dequantization u = (x + U) / 256, then model space scale * u + shift
+            y = images_to_model(x, cfg.data, generator=g_deq)
+        else:
+            y = standardizer.forward(x) if standardizer is not None else x
+        logps = []
+        for batch in torch.split(y, args.batch_size):
+            lp, _, nfe = log_likelihood(
+                model.sde,
+                model.score_fn,
+                batch.to(device=device, dtype=torch.float32),
+                divergence=divergence,
+                rtol=args.rtol,
+                atol=args.atol,
+                eps=args.eps,
+                generator=g,
+            )
+            logps.append(lp.double().cpu() + log_det)
+            nfes += nfe
+            bar.update(len(batch))
+        nll -= torch.cat(logps) / R  # per-example mean over the R repeats
     bar.close()
-    nll = -torch.cat(logps)
     n, D = len(nll), x[0].numel()
     result = {
         "nll": nll.mean().item(),
@@ -176,27 +203,29 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
         "se": (nll.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
         "median": nll.median().item(),
         "n": n,
-        "divergence": args.divergence,
+        "repeats": R,
+        "divergence": divergence,
         "nfe": nfes,
     }
     if images:  # bits/dim of the 8-bit data: DESIGN section 4, scale read from the config
         bpd = bits_per_dim(-nll, x.shape, scale=cfg.data.scale)
         result |= {
             "bpd": bpd.mean().item(),
-            "bpd_se": bpd.std().item() / math.sqrt(max(n, 1)),
+            "bpd_se": (bpd.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
             "bpd_median": bpd.median().item(),
         }
     out = Path(args.out) if args.out else Path(args.workdir) / "likelihood.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"nll = {result['nll']:.4f} ± {result['se']:.4f} nats "
         f"({result['nll_per_dim']:.4f} per dim, median {result['median']:.4f}, n={n}, "
-        f"{args.divergence} divergence); wrote {out}"
+        f"{divergence} divergence); wrote {out}"
     )
     if images:
         print(
             f"bits/dim = {result['bpd']:.4f} ± {result['bpd_se']:.4f} "
-            f"(median {result['bpd_median']:.4f})"
+            f"(median {result['bpd_median']:.4f}, {R} dequantization draw(s) per image)"
         )
     return 0
 
@@ -286,7 +315,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--config", required=True, help="preset name (see --list) or path to a YAML file"
     )
-    t.add_argument("--data", help="your own data: FILE.npy or FILE.csv of shape (N, D)")
+    t.add_argument(
+        "--data",
+        help="your own data: FILE.npy or FILE.csv of shape (N, D), or images: a FOLDER of "
+        "PNG/JPEG files (resized to the preset's data.shape, converted to its channels; "
+        "train/ and test/ subfolders, else data.test_fraction split) or FILE.npz (x_train, x_test)",
+    )
+    t.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        help="where named data sets (mnist, fashion_mnist, cifar10) live; default $SCORESDE_DATA, "
+        "else ./data, ../shared/data",
+    )
+    t.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the preset's named data set from its official source first (if not found)",
+    )
     t.add_argument(
         "--workdir", default="runs/train", help="run folder (checkpoint, metrics, samples)"
     )
@@ -348,9 +393,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     lk = sub.add_parser("likelihood", help="negative log-likelihood by the probability-flow ODE")
     lk.add_argument("--workdir", required=True)
-    lk.add_argument("--data", help="FILE.npy or .csv; default: the run's test split")
-    lk.add_argument("--divergence", default="exact", choices=("exact", "rademacher", "gaussian"))
+    lk.add_argument(
+        "--data",
+        help="FILE.npy or .csv, or images (a FOLDER of PNG/JPEG, or FILE.npz with x_test) "
+        "for an image model; default: the run's test split",
+    )
+    lk.add_argument(
+        "--divergence",
+        choices=("exact", "rademacher", "gaussian"),
+        help="default: exact for vectors, rademacher (Hutchinson) for images",
+    )
     lk.add_argument("--n", type=int, help="use the first N examples")
+    lk.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="R evaluations per example, averaged before the mean and its standard error over "
+        "examples: fresh dequantization noise (images) and Hutchinson probes each time",
+    )
     lk.add_argument("--batch-size", dest="batch_size", type=int, default=1000)
     lk.add_argument("--rtol", type=float, default=1e-5)
     lk.add_argument("--atol", type=float, default=1e-5)
