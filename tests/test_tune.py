@@ -180,9 +180,12 @@ def test_default_spaces_of_toy_and_image_presets(cfg):
     parse_space(space, img)  # every choice and bound is a valid config
 
 
-def test_bpd_needs_an_image_preset(cfg, tmp_path):
-    with pytest.raises(ConfigError, match="bpd"):
+def test_bpd_needs_an_image_preset_that_computes_it(cfg, tmp_path):
+    with pytest.raises(ConfigError, match="needs an image data set"):
         tune(cfg, metric="bpd", workdir=tmp_path)
+    digits = load_config("digits_vp")  # bits/dim off: train.bpd_every = 0
+    with pytest.raises(ConfigError, match="train.bpd_every"):
+        tune(digits, metric="bpd", workdir=tmp_path)
 
 
 def test_without_ray_one_line_says_how_to_install(monkeypatch, capsys):

@@ -72,7 +72,6 @@ DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
 METRICS = {"eval_loss": "test_loss", "bpd": "test_bpd"}
 SCHEDULERS = ("asha", "fifo")
 INSTALL_HINT = 'Ray Tune is not installed; install the extra: pip install -e ".[tune]"'
-COLUMNS = ("trial", "status", "step", "time")  # then the parameters, the metrics, error, dir
 
 
 class TuneError(ValueError):
@@ -176,9 +175,7 @@ def _parse_param(cfg: Config, key: str, spec: Any) -> Param:
         values = tuple(args)
     else:
         values = _parse_bounds(key, kind, args, hint)
-    tried = (
-        values if kind in ("choice", "grid") else values[:1] + (values[1] - (kind == "randint"),)
-    )
+    tried = (values[0], values[1] - 1) if kind == "randint" else values  # randint: high excluded
     for v in tried:
         config_with(cfg, {key: v})  # a ConfigError names the key, the value and what is valid
     return Param(key, kind, values)
@@ -269,7 +266,7 @@ def _trial(values: dict, base: Config, metric: str, threads: int, env: dict) -> 
     if not reported:
         raise TuneError(
             f"--metric {metric}: training reported no {METRICS[metric]!r} (bits/dim come from "
-            f"image data sets only); use --metric eval_loss"
+            f"image data sets with train.bpd_every > 0); use --metric eval_loss"
         )
 
 
@@ -311,16 +308,20 @@ def _start_ray(ray, address: str | None) -> bool:
 
 @contextlib.contextmanager
 def _quiet():
-    """Tune without its console tables and tracebacks (the table and ``log`` say what happened;
-    each crashed trial keeps its traceback in ``error.txt`` in its folder)."""
-    logger, env = logging.getLogger("ray.tune"), os.environ.get("RAY_AIR_NEW_OUTPUT")
-    level = logger.level
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Ray's documented switch to its older reporter,
-    logger.setLevel(logging.CRITICAL)  # which is silent at verbose=0
+    """Tune without its console tables and per-trial tracebacks (the table and ``log`` say what
+    happened; each crashed trial keeps its traceback in ``error.txt`` in its folder). Ray's
+    warnings still show."""
+    names = ("ray.tune.execution.tune_controller", "ray.tune.tune")  # the trial-error reports
+    loggers = [logging.getLogger(n) for n in names]
+    levels, env = [lg.level for lg in loggers], os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Ray's switch to its older reporter, silent at
+    for lg in loggers:  # verbose=0 (the new one prints its tables at any verbosity)
+        lg.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
         if env is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:
@@ -497,6 +498,11 @@ def _check_args(cfg: Config, trials: int, scheduler: str, metric: str, cpus: flo
         raise ConfigError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
     if metric == "bpd" and not _image_preset(cfg):
         raise ConfigError(f"--metric bpd needs an image data set, not {cfg.data.name!r}")
+    if metric == "bpd" and cfg.train.bpd_every == 0:
+        raise ConfigError(
+            "--metric bpd: this config computes no test bits/dim (train.bpd_every is 0); add "
+            "--set train.bpd_every=N with N a multiple of train.eval_every"
+        )
     if trials < 1 or not cpus > 0:
         raise ConfigError(f"need trials >= 1 and cpus per trial > 0, got {trials}, {cpus}")
 
@@ -560,8 +566,7 @@ def tune(
         param_space=_ray_space(rt, params),
         tune_config=rt.TuneConfig(
             metric=metric, mode="min", num_samples=trials, scheduler=_scheduler(scheduler, cfg),
-            search_alg=BasicVariantGenerator(random_state=seed),
-            max_concurrent_trials=max_concurrent,
+            search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0),
         ),
         run_config=rt.RunConfig(
             name="ray", storage_path=str(out), verbose=0,
