@@ -8,6 +8,7 @@ references run in this process with the same config, seed and global batch.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -150,6 +151,25 @@ def test_sharded_sampling_equals_one_process(runs, tmp_path):
     assert two.shape == (50, 2) and np.array_equal(two, one)
     # Chunks differ from each other (each has its own seed).
     assert not np.array_equal(one[:2], one[16:18])
+
+
+def test_sharded_likelihood_equals_one_process(runs, tmp_path):
+    root, _ = runs
+    # 40 points in batches of 16: batches 0 and 2 on rank 0, batch 1 on rank 1; 2 repeats, each
+    # batch of each repeat with its own probe seed. The same ODE solves as in one process, so the
+    # same numbers, bit for bit. "--" ends torchrun's options (it would read --n as its own).
+    args = ["likelihood", "--workdir", str(root / "two"), "--divergence", "rademacher", "--n", "40"]
+    args += ["--batch-size", "16", "--repeats", "2", "--rtol", "1e-3", "--atol", "1e-3"]
+    proc = _torchrun("--", *args, "--seed", "5", "--out", "two.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("wrote") == 1
+    assert main([*args, "--seed", "5", "--out", str(tmp_path / "one.json")]) == 0
+    two = json.loads((tmp_path / "two.json").read_text())
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["n"] == 40 and one["repeats"] == 2 and two == one
+    # The seed matters (the probes are drawn): another seed gives another estimate.
+    assert main([*args, "--seed", "6", "--out", str(tmp_path / "other.json")]) == 0
+    assert json.loads((tmp_path / "other.json").read_text())["nll"] != one["nll"]
 
 
 # ---- one process: no-ops and clear errors -----------------------------------------------------

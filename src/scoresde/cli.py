@@ -142,20 +142,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     picture = _save_samples(x, out, plots)
     print(f"wrote {out} ({args.n} samples, shape {tuple(x.shape[1:])}) and {picture}")
-    procs = f"{d.world} process" + ("es" if d.active else "")
-    split = f" ({len(sizes)} chunks, {procs})" if len(sizes) > 1 or d.active else ""
+    split = f" ({len(sizes)} chunks, {d.world} processes)" if d.active else ""
     print(f"sampler={args.sampler} nfe={nfe} time={wall:.2f}s{split}")
     return 0
 
 
 def cmd_likelihood(args: argparse.Namespace) -> int:
+    from . import distributed
     from .checkpoint import load_model
     from .data import images_to_model, is_image_path, load_array, load_data, load_image_path
     from .likelihood import bits_per_dim, log_likelihood
 
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    device = _pick_device(args.device)
+    d = distributed.init(device=_pick_device(args.device))  # one process without torchrun
+    device = d.device
     model, cfg, standardizer = load_model(args.workdir, ema=True)
     model = model.to(device).eval()
     if args.data and is_image_path(args.data):  # a folder / .npz, at the model's image shape
@@ -169,18 +170,19 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     images = x.dtype == torch.uint8
     divergence = args.divergence or ("rademacher" if images else "exact")
     log_det = float(standardizer.log_det()) if standardizer is not None else 0.0
-    g = torch.Generator(device=device).manual_seed(args.seed)
     g_deq = torch.Generator().manual_seed(args.seed)  # dequantization noise, on the CPU
     R, nfes = args.repeats, 0
     nll = torch.zeros(len(x), dtype=torch.float64)
     bar = _progress(len(x) * R, "likelihood")
-    for _ in range(R):  # each repeat: fresh dequantization noise (images) and probes
+    for r in range(R):  # each repeat: fresh dequantization noise (images) and probes
         if images:  # uniform dequantization u = (x + U) / 256, then model space scale * u + shift
             y = images_to_model(x, cfg.data, generator=g_deq)
         else:
             y = standardizer.forward(x) if standardizer is not None else x
-        logps = []
-        for batch in torch.split(y, args.batch_size):
+        batches, logps = torch.split(y, args.batch_size), []
+        for k in distributed.shard(len(batches), d):  # batch k of repeat r: probes from its seed
+            g = torch.Generator(device=device).manual_seed(args.seed + r * len(batches) + k)
+            batch = batches[k]
             lp, _, nfe = log_likelihood(
                 model.sde,
                 model.score_fn,
@@ -194,8 +196,13 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
             logps.append(lp.double().cpu() + log_det)
             nfes += nfe
             bar.update(len(batch))
-        nll -= torch.cat(logps) / R  # per-example mean over the R repeats
+        sizes, empty = [len(b) for b in batches], torch.empty(0, dtype=torch.float64)
+        logp = distributed.gather_chunks(logps, sizes, d, empty)  # every batch, in order
+        nll -= logp / R  # per-example mean over the R repeats
     bar.close()
+    nfes = int(distributed.all_reduce(torch.tensor(nfes), d, "sum"))
+    if not d.is_main:  # rank 0 writes
+        return 0
     n, D = len(nll), x[0].numel()
     result = {
         "nll": nll.mean().item(),
