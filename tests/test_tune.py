@@ -61,6 +61,21 @@ def _read(path):
 
 # ---- searches ----------------------------------------------------------------------------------
 @needs_ray
+def test_no_cluster_at_the_address_is_one_clear_error(cfg, tmp_path, capsys, monkeypatch):
+    """Before the searches below (which keep a local Ray up): 'auto' finds no cluster."""
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("a Ray session is already running in this process")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    space = tmp_path / "s.yaml"
+    space.write_text("train.lr: {choice: [1.0e-3]}\n")
+    argv = ["tune", "--config", "toy_mixture_vp", "--space", str(space), "--address", "auto"]
+    assert main([*argv, "--workdir", str(tmp_path / "out")]) == 2
+    assert "cannot reach a Ray cluster at 'auto'" in capsys.readouterr().err
+
+
+@needs_ray
 def test_cli_search_marks_the_crash_and_writes_table_plot_best(ray_here, tmp_path, capsys):
     """Grid over lr {3e-3, 1e6}: the second diverges (NaN loss at step 2, a TrainingError), Ray
     records it, the search goes on; the table, the plot and a loadable best config come out."""

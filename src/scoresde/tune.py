@@ -299,7 +299,10 @@ def _start_ray(ray, address: str | None) -> bool:
         return False
     quiet = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     if address:
-        ray.init(address=address, **quiet)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, TimeoutError) as e:
+            raise TuneError(f"cannot reach a Ray cluster at {address!r}: {e}") from None
     else:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(num_cpus=os.cpu_count(), **quiet)
@@ -614,6 +617,8 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--cpus-per-trial", dest="cpus_per_trial", type=float, default=1.0)
     t.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, default=None)
     t.add_argument("--seed", type=int, default=0, help="seed of the random search")
+    t.add_argument("--max-concurrent", dest="max_concurrent", type=int, default=None,
+                   help="at most this many trials at once (default: as cores allow)")  # fmt: skip
     t.set_defaults(func=cmd_tune)
     return t
 
@@ -628,7 +633,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cfg = apply_overrides(load_config(args.config), args.set)
     r = tune(
         cfg, args.space, args.trials, args.scheduler, args.metric, args.address, args.workdir,
-        args.cpus_per_trial, args.gpus_per_trial, args.seed, log=print,
+        args.cpus_per_trial, args.gpus_per_trial, args.seed, args.max_concurrent, log=print,
     )  # fmt: skip
     best, rows = r["best"], r["rows"]
     counts = {s: sum(row["status"] == s for row in rows) for s in ("COMPLETED", "STOPPED", "ERROR")}
