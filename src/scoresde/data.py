@@ -190,7 +190,10 @@ def load_array(path: str | Path) -> Tensor:
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
-        raise ValueError(f"{path}: unsupported data file type; use one of {', '.join(_READERS)}")
+        raise ValueError(
+            f"{path}: unsupported data file type; use one of {', '.join(_READERS)} for vectors, "
+            "or a folder of PNG/JPEG images or an .npz of images (x_train, x_test)"
+        )
     if not path.is_file():
         raise ValueError(f"{path}: no such data file")
     a = reader(path)
