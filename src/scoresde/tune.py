@@ -457,6 +457,12 @@ def _panel(ax, p: Param, rows: list[dict], metric: str) -> None:
     log = _log_x(p, x, labels)
     ax.set_xscale("log" if log else "linear")
     ax.set_xlim(*_xlim(x, log))
+    if log:  # ticks at 1, 2, 5 per decade, labelled plainly; no labels on the minor ticks
+        from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     if labels is not None:
         ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=15)
     elif not log:
@@ -638,7 +644,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     best, rows = r["best"], r["rows"]
     counts = {s: sum(row["status"] == s for row in rows) for s in ("COMPLETED", "STOPPED", "ERROR")}
     print(f"{len(rows)} trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
-    shown = ", ".join(f"{k}={best[k]}" for k in best if "." in k)  # the config keys
+    shown = ", ".join(  # the config keys
+        f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}"
+        for k in best
+        if "." in k
+    )
     print(f"best: trial {best['trial']}, {args.metric} = {best[args.metric]:.5g} ({shown})")
     print(f"wrote {r['results']}, {r['plot']}, {r['best_yaml']}")
     return 0
