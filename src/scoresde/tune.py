@@ -384,7 +384,8 @@ def _cell(value: Any) -> Any:
 
 def _rows(grid, params: list[Param], steps: int) -> list[dict]:
     """One row per trial: status (COMPLETED, STOPPED early by the scheduler, ERROR), the last
-    reported step and metrics, the parameters, the error's first line and the trial folder."""
+    reported step and metrics, the parameters, the error's last line (the exception) and the
+    trial folder."""
     rows = []
     for r in grid:
         m, path = r.metrics or {}, Path(r.path)
