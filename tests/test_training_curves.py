@@ -91,3 +91,20 @@ def test_time_budget_stops_with_checkpoint(tmp_path):
     assert math.isfinite(result["test_loss"])
     _, cfg, _ = load_model(tmp_path)
     assert (tmp_path / "checkpoint.pt").is_file() and cfg.train.steps == 50
+
+
+def test_api_training_on_an_image_folder(tmp_path):
+    """``data.path`` = a folder of PNGs: validation sets the pixel scaling, training runs."""
+    import numpy as np
+
+    from scoresde.config import apply_overrides, load_config
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    cfg = apply_overrides(load_config("digits_vp"), [f"data.path={folder}", "train.batch_size=8"])
+    assert (cfg.data.scale, cfg.data.shift, cfg.data.standardize) == (1.0, 0.0, False)
+    result = train(cfg, tmp_path / "run", max_steps=2)
+    assert result["step"] == 2 and math.isfinite(result["test_loss"])

@@ -62,8 +62,7 @@ def _progress(total: int, desc: str):
 # ---- verbs -------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import apply_overrides, dump_yaml, load_config
-    from .data import is_image_path
-    from .images import IMAGE_DATASETS, SCALING, ensure_downloaded
+    from .images import IMAGE_DATASETS, ensure_downloaded
     from .train import train
 
     cfg = load_config(args.config)
@@ -72,11 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         sets.append(f"data.data_dir={json.dumps(args.data_dir)}")
     if args.data:
         sets.append(f"data.path={json.dumps(args.data)}")
-    cfg = apply_overrides(cfg, sets)
-    if args.data and is_image_path(args.data):  # images: model space y = scale * u + shift
-        scale, shift = SCALING[cfg.data.centered]
-        image = [f"data.scale={scale}", f"data.shift={shift}", "data.standardize=false"]
-        cfg = apply_overrides(cfg, image)
+    cfg = apply_overrides(cfg, sets)  # an image folder / .npz gets its scaling in validation
     if args.dry_run:
         print(dump_yaml(cfg), end="")
         return 0

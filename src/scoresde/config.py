@@ -292,11 +292,12 @@ def _image_names() -> list[str]:
 
 
 def _image_scaling(d: DataConfig) -> None:
-    """Image sets: ``scale``, ``shift`` from ``centered`` and no standardizer (else kept as given,
-    e.g. a converted checkpoint's)."""
+    """Image sets and image paths (a folder or ``.npz``): ``scale``, ``shift`` from ``centered``
+    and no standardizer (else kept as given, e.g. a converted checkpoint's)."""
+    from .data import is_image_path
     from .images import SCALING
 
-    if d.name in _image_names():
+    if d.name in _image_names() or (d.path is not None and is_image_path(d.path)):
         d.scale, d.shift = SCALING[bool(d.centered)]
         d.standardize = False
 
