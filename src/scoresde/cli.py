@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -96,6 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(cfg, args.workdir, resume=args.resume, callback=on_step)
     finally:
         bar.close()
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports for all
+        return 0
     summary = ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
     )
@@ -405,7 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("exact", "rademacher", "gaussian"),
         help="default: exact for vectors, rademacher (Hutchinson) for images",
     )
-    lk.add_argument("--n", type=int, help="use the first N examples")
+    lk.add_argument(
+        "--n",
+        "--num-examples",
+        dest="n",
+        type=int,
+        help="use the first N examples (--num-examples under torchrun, which reads --n itself)",
+    )
     lk.add_argument(
         "--repeats",
         type=int,
