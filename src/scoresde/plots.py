@@ -186,6 +186,9 @@ def training_curves(metrics_csv: str | Path, path: str | Path) -> Path:
         if s.size:
             ax.plot(s, v, lw=1.2, marker="." if s.size < 40 else None, label=label)
     ax.set(title="denoising score matching loss", xlabel="step")
+    losses = [float(r[k]) for r in rows for k in ("train_loss", "test_loss") if r.get(k)]
+    if losses and min(losses) > 0 and max(losses) > 10 * min(losses):
+        ax.set_yscale("log")  # the first steps are orders of magnitude above the rest
     ax.legend(fontsize=8)
     if bpd[0].size:
         axes[0, 1].plot(*bpd, lw=1.2, marker=".", color="C2")
