@@ -108,3 +108,17 @@ def test_api_training_on_an_image_folder(tmp_path):
     assert (cfg.data.scale, cfg.data.shift, cfg.data.standardize) == (1.0, 0.0, False)
     result = train(cfg, tmp_path / "run", max_steps=2)
     assert result["step"] == 2 and math.isfinite(result["test_loss"])
+
+
+def test_bpd_between_evaluations_uses_the_current_ema(tmp_path):
+    """bits/dim at a step that is no evaluation step: the EMA weights of that step, not stale.
+
+    Run A logs bits/dim at step 2 (eval_every 3); run B, identical but ending at step 2, must log
+    the same value there (the runs are deterministic)."""
+    kw = {"bpd_every": 2, "bpd_n": 4, "log_every": 100}
+    train(_digits_cfg(4, **kw), tmp_path / "a")
+    train(_digits_cfg(2, **kw), tmp_path / "b")
+    a = {int(r["step"]): r["test_bpd"] for r in _rows(tmp_path / "a" / "metrics.csv")}
+    b = {int(r["step"]): r["test_bpd"] for r in _rows(tmp_path / "b" / "metrics.csv")}
+    assert sorted(a) == [2, 3, 4] and a[2] and not a[3]
+    assert float(a[2]) == pytest.approx(float(b[2]), rel=1e-6)

@@ -349,22 +349,24 @@ def train(
             max_seconds is not None and _any_rank(time.perf_counter() - t_start >= max_seconds, d)
         )
         log, ev = _every(step, tc.log_every) or done, _every(step, tc.eval_every) or done
-        if log or ev:
+        bpd = bpd_every > 0 and (_every(step, bpd_every) or done)
+        if log or ev or bpd:
             check_finite()
             metrics = {"step": step, "lr": lr, "time": time.perf_counter() - t_start}
             metrics["train_loss"] = distributed.all_reduce(loss_sum, d, "mean").item() / n_sum
             loss_sum, n_sum = torch.zeros((), device=device), 0
-        if (log or ev) and main:
-            if ev:
+        if (log or ev or bpd) and main:
+            if ev or bpd:
                 ema.copy_to(ema_model)
+            if ev:
                 metrics["test_loss"] = evaluate(ema_model, test_x, cfg)
-            if _every(step, bpd_every) or (done and bpd_every):
+            if bpd:
                 metrics["test_bpd"] = eval_bpd(ema_model, test_x[: tc.bpd_n], cfg)
             _append_metrics(metrics_path, metrics)
-            if ev:
+            if ev or bpd:
                 _draw_curves(metrics_path, workdir / "curves.png")
             if writer is not None:
-                for k in ("train_loss", "test_loss", "lr"):
+                for k in ("train_loss", "test_loss", "test_bpd", "lr"):
                     if k in metrics:
                         writer.add_scalar(k, metrics[k], step)
         if _every(step, tc.sample_every):
