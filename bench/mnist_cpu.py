@@ -21,22 +21,21 @@ table is printed):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import platform
+import re
 import time
 from pathlib import Path
 
 import torch
 
 from scoresde import plots
-from scoresde.checkpoint import load_model
+from scoresde.cli import main as cli_main
 from scoresde.config import apply_overrides, load_config
-from scoresde.data import images_to_model, load_data
-from scoresde.fast_sampling import sample_dpm_solver, sample_heun
-from scoresde.likelihood import bits_per_dim, log_likelihood
-from scoresde.sampling import sample_pc
-from scoresde.train import sample_model, train
+from scoresde.train import train
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "mnist_cpu.json"
@@ -70,69 +69,48 @@ def train_on_budget(cfg, workdir: Path, limit_s: float, budget: str, chunk: int,
     return step, used, time.perf_counter() - wall0, metrics
 
 
-@torch.no_grad()
+def _cli(*argv: str) -> str:
+    """Run a ``scoresde`` verb in this process; return what it printed."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = cli_main(list(argv))
+    if code != 0:
+        raise RuntimeError(f"scoresde {' '.join(argv)} exited with {code}")
+    return buf.getvalue()
+
+
 def test_bits_per_dim(workdir: Path, n: int, batch: int, seed: int) -> dict:
-    """Bits/dim of the EMA model on the first ``n`` test images (mean, standard error, median)."""
-    model, cfg, _ = load_model(workdir, ema=True)
-    model.eval()
-    _, test, _ = load_data(cfg.data)
-    x = test[:n]
-    y = images_to_model(x, cfg.data, torch.Generator().manual_seed(seed))
-    g = torch.Generator().manual_seed(seed + 1)
-    t0, logps, nfes = time.perf_counter(), [], []
-    for i, chunk in enumerate(y.split(batch)):
-        lp, _, nfe = log_likelihood(model.sde, model.score_fn, chunk, "rademacher", generator=g)
-        logps.append(lp)
-        nfes.append(nfe)
-        print(
-            f"  bpd batch {i + 1}: nfe {nfe}, running {time.perf_counter() - t0:.0f} s", flush=True
-        )
-    bpd = bits_per_dim(torch.cat(logps), x.shape, scale=cfg.data.scale).double()
-    return {
-        "bpd": bpd.mean().item(),
-        "bpd_se": bpd.std().item() / math.sqrt(len(bpd)),
-        "bpd_median": bpd.median().item(),
-        "n": len(bpd),
-        "nfe_per_batch": nfes,
-        "seconds": time.perf_counter() - t0,
-    }
+    """``scoresde likelihood`` on the first ``n`` test images: bits/dim mean, SE, median."""
+    out, t0 = workdir / "likelihood.json", time.perf_counter()
+    _cli("likelihood", "--workdir", str(workdir), "--n", str(n), "--batch-size", str(batch),
+         "--divergence", "rademacher", "--seed", str(seed), "--device", "cpu",
+         "--out", str(out))  # fmt: skip
+    return {**json.loads(out.read_text()), "seconds": time.perf_counter() - t0}
 
 
-def _grid(x: torch.Tensor, cfg, path: Path) -> str:
-    pixels = ((x - cfg.data.shift) / cfg.data.scale).clamp(0, 1)
-    return str(plots.image_grid(pixels.cpu().numpy(), path))
-
-
-# name -> (function, kwargs for an NFE budget); each uses exactly NFE score evaluations
+# name -> CLI options for an NFE budget k; each uses exactly k score evaluations
 FAST = {
-    "euler_maruyama": (
-        sample_pc,
-        lambda k: dict(predictor="euler_maruyama", corrector="none", steps=k),
-    ),
-    "heun": (sample_heun, lambda k: dict(steps=(k + 1) // 2)),
-    "dpm_solver3": (sample_dpm_solver, lambda k: dict(steps=k, order=3)),
-    "dpm_solver++2m": (sample_dpm_solver, lambda k: dict(steps=k, order=2, method="multistep")),
-}
+    "euler_maruyama": lambda k: ["--predictor", "euler_maruyama", "--corrector", "none",
+                                 "--steps", str(k)],
+    "heun": lambda k: ["--sampler", "heun", "--steps", str((k + 1) // 2)],
+    "dpm_solver3": lambda k: ["--sampler", "dpm_solver", "--steps", str(k), "--order", "3"],
+    "dpm_solver++2m": lambda k: ["--sampler", "dpm_solver", "--steps", str(k), "--order", "2",
+                                 "--dpm-method", "multistep"],
+}  # fmt: skip
 
 
-@torch.no_grad()
 def sample_grids(workdir: Path, nfes: tuple[int, ...], seed: int) -> dict:
-    """The preset's sampler (64 samples) and each fast sampler at each NFE budget."""
-    model, cfg, _ = load_model(workdir, ema=True)
-    model.eval()
-    shape = (64, *cfg.data.shape)
+    """``scoresde sample``: 64 samples with the preset's sampler, and each fast sampler."""
+    runs = {"preset": []} | {f"{name}@{k}": opts(k) for name, opts in FAST.items() for k in nfes}
     out = {}
-    t0 = time.perf_counter()
-    x, nfe = sample_model(model, cfg.sample, shape, torch.Generator().manual_seed(seed))
-    out["preset"] = {"path": _grid(x, cfg, workdir / "grid.png"), "nfe": nfe}
-    out["preset"]["seconds"] = time.perf_counter() - t0
-    for name, (fn, kwargs) in FAST.items():
-        for k in nfes:
-            t0 = time.perf_counter()
-            g = torch.Generator().manual_seed(seed)
-            x, nfe = fn(model.sde, model.score_fn, shape, generator=g, **kwargs(k))
-            path = _grid(x, cfg, workdir / f"grid_{name}_nfe{k}.png")
-            out[f"{name}@{k}"] = {"path": path, "nfe": nfe, "seconds": time.perf_counter() - t0}
+    for label, opts in runs.items():
+        stem = "grid" if label == "preset" else f"grid_{label.replace('@', '_nfe')}"
+        t0 = time.perf_counter()
+        printed = _cli("sample", "--workdir", str(workdir), "--n", "64", "--seed", str(seed),
+                       "--device", "cpu", "--out", str(workdir / f"{stem}.npz"), *opts)  # fmt: skip
+        nfe = int(re.search(r"nfe=(\d+)", printed).group(1))
+        png = str(workdir / f"{stem}.png")
+        out[label] = {"path": png, "nfe": nfe, "seconds": time.perf_counter() - t0}
     return out
 
 
@@ -169,6 +147,8 @@ def main() -> None:
             cfg, workdir, limit, args.budget, args.chunk, args.resume
         )
         result["train"] = {"steps": step, "budget_used_s": used, "wall_s": wall, "last": last}
+    elif (workdir / "budget_used.json").is_file():  # what an earlier (killed) training recorded
+        result["train_recorded"] = json.loads((workdir / "budget_used.json").read_text())
     result["test"] = test_bits_per_dim(workdir, args.n_test, args.batch, args.seed)
     result["grids"] = sample_grids(workdir, (10, 20, 50), args.seed)
     result["curves"] = str(plots.training_curves(workdir / "metrics.csv", workdir / "curves.png"))
@@ -177,6 +157,10 @@ def main() -> None:
 
     te = result["test"]
     print("\n| quantity | value |\n|---|---|")
+    if "train_recorded" in result:
+        rec = result["train_recorded"]
+        print(f"| training steps (recorded) | {rec['step']} |")
+        print(f"| budget used ({args.budget}, recorded) | {rec['used_s'] / 60:.1f} min |")
     if "train" in result:
         tr = result["train"]
         print(f"| training steps | {tr['steps']} |")
@@ -184,7 +168,7 @@ def main() -> None:
         print(f"| budget used ({args.budget}) | {tr['budget_used_s'] / 60:.1f} min |")
     print(f"| test bits/dim (n={te['n']}) | {te['bpd']:.4f} ± {te['bpd_se']:.4f} |")
     print(f"| median bits/dim | {te['bpd_median']:.4f} |")
-    print(f"| likelihood NFE per batch | {te['nfe_per_batch']} |")
+    print(f"| likelihood NFE (all batches) | {te['nfe']} |")
     print(f"| grid | {result['grids']['preset']['path']} |")
     print(f"wrote {OUT}")
 
