@@ -190,8 +190,9 @@ def model_from_checkpoint(
         model.load_state_dict(weights)
         if averaged is not None:
             params = averaged["params"]
-            own = dict(model.named_parameters())
-            check_state_dict(params, own, "the checkpoint's EMA weights")
+            own = dict(model.named_parameters())  # the EMA averages the trainable ones only
+            trainable = {k: v for k, v in own.items() if v.requires_grad}
+            check_state_dict(params, trainable, "the checkpoint's EMA weights")
             with torch.no_grad():
                 for name, v in params.items():
                     own[name].copy_(v)
