@@ -155,3 +155,15 @@ def test_ema_follows_the_warmup_rule():
         EMA(lin, 1.0)
     with pytest.raises(ValueError, match="does not match"):
         EMA(nn.Linear(2, 1), 0.9).load_state_dict(ema.state_dict())
+
+
+def test_random_bytes_always_give_a_checkpoint_error(tmp_path):
+    """Junk makes torch's unpickler fail in many ways (EOFError, IndexError, ...): one error."""
+    import random
+
+    rng = random.Random(0)
+    path = tmp_path / "junk.pt"
+    for _ in range(300):
+        path.write_bytes(rng.randbytes(rng.choice((1, 7, 64, 4096))))
+        with pytest.raises(CheckpointError, match="corrupt"):
+            load_checkpoint(path)

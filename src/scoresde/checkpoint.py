@@ -89,7 +89,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-_READ_ERRORS = (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError)
+# Bytes that are no torch file make the legacy unpickler fail in many ways (EOFError,
+# IndexError, KeyError, struct.error, ...): whatever reading raises means a corrupt file.
+_READ_ERRORS = (Exception,)
 
 
 def load_checkpoint(path: str | Path) -> dict:
