@@ -47,15 +47,24 @@ def _clock(budget: str) -> float:
 
 
 def train_on_budget(cfg, workdir: Path, limit_s: float, budget: str, chunk: int, resume: bool):
-    """Train in chunks of ``chunk`` steps until ``limit_s`` seconds of the budget's clock."""
+    """Train in chunks of at most ``chunk`` steps until ``limit_s`` seconds of the budget's clock.
+
+    Each chunk after the first is cut to the steps that the last chunk's cost per step says still
+    fit in the budget, so a run ends within about one step's cost of ``limit_s``.
+    """
     used_file = workdir / "budget_used.json"
-    used = json.loads(used_file.read_text())["used_s"] if resume and used_file.is_file() else 0.0
-    step, wall0 = 0, time.perf_counter()
+    record = json.loads(used_file.read_text()) if resume and used_file.is_file() else {}
+    used, step = record.get("used_s", 0.0), record.get("step", 0)
+    wall0, per_step = time.perf_counter(), None
     metrics: dict = {}
-    while used < limit_s and step < cfg.train.steps:
+    while step < cfg.train.steps:
+        n = chunk if per_step is None else min(chunk, int((limit_s - used) / per_step))
+        if n < 1:
+            break
         t0 = _clock(budget)
-        metrics = train(cfg, workdir, resume=resume or step > 0, max_steps=step + chunk)
-        used += _clock(budget) - t0
+        metrics = train(cfg, workdir, resume=resume or step > 0, max_steps=step + n)
+        spent = _clock(budget) - t0
+        used, per_step = used + spent, spent / max(metrics["step"] - step, 1)
         step = metrics["step"]
         used_file.write_text(json.dumps({"used_s": used, "step": step}))
         print(
@@ -64,8 +73,6 @@ def train_on_budget(cfg, workdir: Path, limit_s: float, budget: str, chunk: int,
             f"test bpd {metrics.get('test_bpd', math.nan):.4g}",
             flush=True,
         )
-        if step >= cfg.train.steps:
-            break
     return step, used, time.perf_counter() - wall0, metrics
 
 
