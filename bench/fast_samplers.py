@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import mixture_2d
 
 import scoresde as sd
 from scoresde import fast_sampling as fs
@@ -49,19 +50,6 @@ SDES = {
     "subvp": lambda: sd.SubVPSDE(0.1, 20.0, 1000),
 }
 F64 = torch.float64
-
-
-def mixture_2d() -> sd.GaussianMixture:
-    """The 2-D, three-component mixture of the test suite (unequal weights, full covariances)."""
-    return sd.GaussianMixture(
-        weights=[0.5, 0.3, 0.2],
-        means=[[-1.5, 0.0], [1.0, 1.0], [1.0, -1.5]],
-        covs=[
-            [[0.20, 0.05], [0.05, 0.10]],
-            [[0.10, 0.0], [0.0, 0.30]],
-            [[0.15, -0.05], [-0.05, 0.15]],
-        ],
-    )
 
 
 def mixture_64d(seed: int = 0) -> sd.GaussianMixture:

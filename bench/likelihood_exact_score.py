@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import mixture_2d as mixture
 
 import scoresde as sd
 
@@ -33,19 +34,6 @@ SDES = {
     "vp": lambda: sd.VPSDE(0.1, 20.0, 1000),
     "subvp": lambda: sd.SubVPSDE(0.1, 20.0, 1000),
 }
-
-
-def mixture() -> sd.GaussianMixture:
-    """The 2-D, three-component mixture of the test suite (unequal weights, full covariances)."""
-    return sd.GaussianMixture(
-        weights=[0.5, 0.3, 0.2],
-        means=[[-1.5, 0.0], [1.0, 1.0], [1.0, -1.5]],
-        covs=[
-            [[0.20, 0.05], [0.05, 0.10]],
-            [[0.10, 0.0], [0.0, 0.30]],
-            [[0.15, -0.05], [-0.05, 0.15]],
-        ],
-    )
 
 
 def run(name: str, divergence: str, n: int, tol: float, seed: int, repeat: int) -> dict:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import mixture_2d
 
 import scoresde as sd
 from scoresde.sampling import CORRECTORS, PREDICTORS, sample_ode, sample_pc
@@ -47,19 +48,6 @@ TOLS = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
 RK4_STEPS = [3, 5, 10, 20, 50]
 
 Run = Callable[..., tuple[torch.Tensor, int]]
-
-
-def mixture_2d() -> sd.GaussianMixture:
-    """The 2-D, three-component mixture of the test suite (``tests/conftest.py``)."""
-    return sd.GaussianMixture(
-        weights=[0.5, 0.3, 0.2],
-        means=[[-1.5, 0.0], [1.0, 1.0], [1.0, -1.5]],
-        covs=[
-            [[0.20, 0.05], [0.05, 0.10]],
-            [[0.10, 0.0], [0.0, 0.30]],
-            [[0.15, -0.05], [-0.05, 0.15]],
-        ],
-    )
 
 
 def _pc(predictor: str, corrector: str) -> Run:
