@@ -48,8 +48,8 @@ def worker(args: argparse.Namespace) -> None:
     """Train ``args.steps`` steps; rank 0 writes the callback's timestamps to ``args.out``."""
     import torch
 
-    from scoresde.config import apply_overrides, load_config
-    from scoresde.train import train
+    from scoresde.training.config import apply_overrides, load_config
+    from scoresde.training.loop import train
 
     torch.set_num_threads(args.threads)
     sets = [
@@ -123,7 +123,7 @@ def main() -> None:
     args = p.parse_args()
     if args.worker:
         return worker(args)
-    from scoresde.config import load_config
+    from scoresde.training.config import load_config
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

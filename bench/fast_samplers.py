@@ -8,7 +8,7 @@ knob (steps, NFE budget or tolerance). Errors against p_eps:
 * ``energy``: energy distance to p_eps. 2-D: averaged over 128 fixed directions (in 2-D the
   projections determine the law), with the p_eps side in closed form (a projected mixture is a
   1-D mixture, and E|N(d, s^2)| is known), so only the sample is noisy; 64-D: the two-sample
-  U-statistic (:func:`scoresde.metrics.energy_distance`) against as many exact draws. Both are
+  U-statistic (:func:`scoresde.core.metrics.energy_distance`) against as many exact draws. Both are
   unbiased; their noise (``energy_floor_sd``) is the spread over 4 sets of exact draws.
 * ``logp_gap``: mean log p_eps(x) over the samples minus its exact expectation (estimated on 20
   times as many exact draws), in nats, with its standard error ``logp_se``. Negative: mass in
@@ -40,9 +40,9 @@ import torch
 from common import mixture_2d
 
 import scoresde as sd
-from scoresde import fast_sampling as fs
-from scoresde.metrics import energy_distance
-from scoresde.sampling import default_eps, sample_ode, sample_pc
+from scoresde.core.metrics import energy_distance
+from scoresde.samplers import fast as fs
+from scoresde.samplers.pc import default_eps, sample_ode, sample_pc
 
 SDES = {
     "ve": lambda: sd.VESDE(0.01, 50.0, 1000),

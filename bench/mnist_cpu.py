@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 
-from scoresde import plots
-from scoresde.cli import main as cli_main
-from scoresde.config import apply_overrides, load_config
-from scoresde.train import train
+from scoresde.app.cli import main as cli_main
+from scoresde.training.config import apply_overrides, load_config
+from scoresde.training.loop import train
+from scoresde.viz import plots
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "mnist_cpu.json"

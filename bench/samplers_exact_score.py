@@ -34,7 +34,7 @@ import torch
 from common import mixture_2d
 
 import scoresde as sd
-from scoresde.sampling import CORRECTORS, PREDICTORS, sample_ode, sample_pc
+from scoresde.samplers.pc import CORRECTORS, PREDICTORS, sample_ode, sample_pc
 
 F64 = torch.float64
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,14 +1,15 @@
 """scoresde: score-based generative modeling through SDEs, in pure PyTorch."""
 
-from .fast_sampling import sample_adaptive, sample_dpm_solver, sample_heun, sample_lambda
-from .images import IMAGE_DATASETS, load_images
-from .likelihood import bits_per_dim, dequantize, log_likelihood
-from .mixture import GaussianMixture
-from .official import DDPM, NCSNpp, ScoreNet, convert_official, load_official, model_summary
-from .sampling import CORRECTORS, PREDICTORS, sample_ode, sample_pc
-from .score import LABELS, PARAMETERIZATIONS, ScoreModel
-from .sde import SDE, VESDE, VPSDE, SubVPSDE
-from .train import Config, apply_overrides, load_config, load_model
+from .core.likelihood import bits_per_dim, log_likelihood
+from .core.mixture import GaussianMixture
+from .core.score import LABELS, PARAMETERIZATIONS, ScoreModel
+from .core.sde import SDE, VESDE, VPSDE, SubVPSDE
+from .data.images import IMAGE_DATASETS, load_images
+from .data.transforms import dequantize
+from .interop.official import DDPM, NCSNpp, ScoreNet, convert_official, load_official, model_summary
+from .samplers.fast import sample_adaptive, sample_dpm_solver, sample_heun, sample_lambda
+from .samplers.pc import CORRECTORS, PREDICTORS, sample_ode, sample_pc
+from .training.loop import Config, apply_overrides, load_config, load_model
 
 __all__ = [
     "SDE",

@@ -1,0 +1,1 @@
+"""The application layer: command line, hyperparameter search, demo and plots."""

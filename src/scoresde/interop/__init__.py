@@ -1,0 +1,1 @@
+"""Interoperability with other codebases: the official score_sde_pytorch checkpoints."""

@@ -1,0 +1,1 @@
+"""Training: typed configs, checkpoints, EMA, torchrun helpers, the loop and evaluation."""

@@ -1,0 +1,225 @@
+"""Checkpoints: one file ``<workdir>/checkpoint.pt`` written atomically and read without unpickling.
+
+The file is a ``torch.save`` of a dict holding tensors and primitive types only::
+
+    {"format": "scoresde", "version": 1,
+     "config": config_to_dict(cfg),        # sections sde, model, data[, train, sample]
+     "model": state_dict,                  # of the ScoreModel (keys "net.*")
+     "ema": {"rate", "num_updates", "params": {name: tensor}} or None,
+     "step": int, "optimizer": state_dict or None,
+     "rng": {"torch": ByteTensor, "data": ByteTensor}, "standardizer": {"mean", "std"} or None}
+
+Writing goes to a temporary file in the same folder, which is flushed, fsync-ed and renamed over
+the old file (``os.replace``), so a crash leaves either the old or the new checkpoint. Reading uses
+``torch.load(weights_only=True)``: a missing, truncated, corrupt or foreign file raises one
+:class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..core.score import ScoreModel
+from ..data.arrays import Standardizer
+from .config import Config, ConfigError, build_score_model, config_from_dict
+
+__all__ = [
+    "CheckpointError",
+    "FORMAT",
+    "VERSION",
+    "CHECKPOINT",
+    "save_checkpoint",
+    "load_checkpoint",
+    "checkpoint_path",
+    "model_from_checkpoint",
+    "load_model",
+    "check_state_dict",
+]
+
+FORMAT, VERSION = "scoresde", 1
+CHECKPOINT = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or not in this library's format."""
+
+
+def checkpoint_path(workdir_or_file: str | Path) -> Path:
+    """``<workdir>/checkpoint.pt`` for a folder, the path itself for a file."""
+    p = Path(workdir_or_file)
+    return p / CHECKPOINT if p.is_dir() else p
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Atomically write ``state`` (plus ``format`` and ``version``) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# Bytes that are no torch file make the legacy unpickler fail in many ways (EOFError,
+# IndexError, KeyError, struct.error, ...): whatever reading raises means a corrupt file.
+_READ_ERRORS = (Exception,)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint (a file, or a workdir holding ``checkpoint.pt``) onto the CPU."""
+    path = checkpoint_path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with warnings.catch_warnings():  # junk draws torch's "pickle protocol" warnings first
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if zipfile.is_zipfile(path):  # a complete torch file whose objects weights_only refused
+            raise CheckpointError(
+                f"{path} holds Python objects other than tensors and plain data; refused "
+                "(never unpickled): not a scoresde checkpoint"
+            ) from None
+        raise CheckpointError(f"{path} is truncated, corrupt or not a torch file") from None
+    except _READ_ERRORS as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is truncated, corrupt or not a torch file ({first})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a {FORMAT} checkpoint (no format={FORMAT!r} entry); "
+            "official checkpoints must be converted first"
+        )
+    if state.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} has version {state.get('version')}, this library reads {VERSION}"
+        )
+    missing = [k for k in ("config", "model") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} lacks the entries {missing}")
+    return state
+
+
+def _config(d: dict) -> Config | dict:
+    """The checkpoint's config as a :class:`Config`, or the raw dict if it has foreign keys."""
+    try:
+        return config_from_dict(d)
+    except ConfigError:
+        return d
+
+
+def _listed(keys: list[str], few: int = 4) -> str:
+    return ", ".join(keys[:few]) + (f", ... ({len(keys) - few} more)" if len(keys) > few else "")
+
+
+def check_state_dict(
+    state: Mapping[str, Tensor], expected: Mapping[str, Tensor], what: str
+) -> None:
+    """Raise one :class:`CheckpointError` unless ``state`` has exactly the keys and shapes of
+    ``expected`` (a model's ``state_dict()``, or its named parameters for EMA weights).
+
+    The one-line message counts and names a few of each kind of mismatch: keys the model needs
+    that ``state`` lacks (missing), keys it has that the model does not (unexpected), and keys
+    of both with other shapes (checkpoint shape vs model shape). Never loads anything partially.
+    """
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    kinds = (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", shapes))
+    problems = [f"{len(keys)} {kind}: {_listed(keys)}" for kind, keys in kinds if keys]
+    if problems:
+        raise CheckpointError(
+            f"{what} do not fit this model (another architecture or other model.params?): "
+            + "; ".join(problems)
+        )
+
+
+def model_from_checkpoint(
+    state: dict, ema: bool = True, config: Config | None = None
+) -> ScoreModel:
+    """Rebuild the ScoreModel of a loaded checkpoint; with ``ema`` its EMA weights if present.
+
+    Only the ``sde`` and ``model`` config sections are used, so converted official checkpoints
+    (whose ``data`` section differs) load too. ``config`` builds the model of that config
+    instead of the checkpoint's and loads the weights into it; weights of another architecture
+    raise one :class:`CheckpointError` listing missing, unexpected and shape-mismatched keys.
+    """
+    if config is None:
+        d = state["config"]
+        try:
+            config = config_from_dict({"sde": d.get("sde"), "model": d.get("model")})
+        except (ConfigError, AttributeError) as e:
+            raise CheckpointError(f"checkpoint config cannot build a model: {e}") from None
+    model = build_score_model(config)
+    weights = state["model"]
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(f"checkpoint weights are a {type(weights).__name__}, not a dict")
+    check_state_dict(weights, model.state_dict(), "the checkpoint's weights")
+    averaged = state.get("ema") if ema else None
+    try:
+        model.load_state_dict(weights)
+        if averaged is not None:
+            params = averaged["params"]
+            own = dict(model.named_parameters())  # the EMA averages the trainable ones only
+            trainable = {k: v for k, v in own.items() if v.requires_grad}
+            check_state_dict(params, trainable, "the checkpoint's EMA weights")
+            with torch.no_grad():
+                for name, v in params.items():
+                    own[name].copy_(v)
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint weights do not fit the model: {first}") from None
+    return model.eval()
+
+
+def load_model(
+    workdir: str | Path, ema: bool = True, config: Config | None = None
+) -> tuple[ScoreModel, Config | dict, Standardizer | None]:
+    """``(score model, config, standardizer)`` from ``<workdir>/checkpoint.pt`` (or a file path).
+
+    The model is on the CPU in eval mode, with the EMA weights unless ``ema=False``. The config is
+    a :class:`Config`, or the raw dict for converted checkpoints with foreign sections. Samples in
+    model units map back to data units with ``standardizer.inverse`` (``None``: no scaling).
+    ``config``: build this config's model instead of the checkpoint's (see
+    :func:`model_from_checkpoint`); the returned config is still the checkpoint's.
+    """
+    state = load_checkpoint(workdir)
+    model = model_from_checkpoint(state, ema, config)
+    st = state.get("standardizer")
+    standardizer = None if st is None else Standardizer.from_state_dict(st)
+    return model, _config(state["config"]), standardizer

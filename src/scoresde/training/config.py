@@ -1,0 +1,515 @@
+"""Typed configuration: dataclasses, YAML presets, dotted overrides, builders of SDEs and models.
+
+A :class:`Config` has five sections (``sde``, ``model``, ``data``, ``train``, ``sample``). Presets
+are YAML files shipped in ``scoresde/configs/`` (:func:`list_presets`); :func:`load_config` takes a
+preset name or a YAML path, :func:`apply_overrides` applies ``section.key=value`` strings (values
+parsed as YAML and checked against the field's type), and :func:`config_to_dict` /
+:func:`config_from_dict` are the plain-dict form saved in checkpoints. Every problem raises one
+:class:`ConfigError` naming the key, the value and the valid choices.
+
+The data dimension: the trainer writes the data's shape into ``data.shape`` and, for networks that
+take a ``dim`` argument (the MLP), ``model.params.dim`` (:func:`with_data_shape`), so a saved config
+rebuilds its model with :func:`build_score_model` alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..core.losses import REDUCTIONS, WEIGHTINGS
+from ..core.score import LABELS, PARAMETERIZATIONS, ScoreModel
+from ..core.sde import SDE, VESDE, VPSDE, SubVPSDE
+from ..data.arrays import TOY
+
+__all__ = [
+    "ConfigError",
+    "SDEConfig",
+    "ModelConfig",
+    "DataConfig",
+    "TrainConfig",
+    "SampleConfig",
+    "Config",
+    "SDES",
+    "sampler_kwargs",
+    "load_config",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+    "dump_yaml",
+    "list_presets",
+    "build_sde",
+    "build_score_model",
+    "with_data_shape",
+    "PRESET_DIR",
+]
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+SDES: dict[str, type[SDE]] = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": SubVPSDE}
+
+
+class ConfigError(ValueError):
+    """A bad preset name, key or value in a configuration."""
+
+
+@dataclass
+class SDEConfig:
+    """The forward SDE: ``name`` in ``SDES`` and the constructor arguments of each."""
+
+    name: str = "vpsde"
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    N: int = 1000
+
+
+@dataclass
+class ModelConfig:
+    """Network ``name`` (``scoresde.nets.NETS``) with its ``params``, and how it becomes a score."""
+
+    name: str = "mlp"
+    parameterization: str = "noise"
+    label: str = "t"
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """A toy set by ``name`` (``scoresde.data.TOY``), an image set by ``name``
+    (``scoresde.images.IMAGE_DATASETS``) or a user's ``.npy`` / ``.csv`` at ``path``.
+
+    A ``path`` wins over a ``name`` (validation sets ``name`` to ``"file"``); ``n_train`` and
+    ``n_test`` size toy sets and take the first images of each image split, ``test_fraction``
+    splits a file; ``shape`` is filled in from the data (a preset that sets it rejects data of
+    another shape). Images: ``data_dir`` says where named sets live, ``centered`` picks model space
+    [-1, 1] instead of [0, 1], ``flip`` mirrors training images at random; ``scale`` and ``shift``
+    (model space ``y = scale * u + shift``, ``u`` in [0, 1]) are derived from ``centered``, and
+    ``standardize`` is turned off.
+    """
+
+    name: str = "swissroll"
+    path: str | None = None
+    n_train: int = 10000
+    n_test: int = 2000
+    test_fraction: float = 0.1
+    standardize: bool = True
+    seed: int = 0
+    shape: list[int] | None = None
+    data_dir: str | None = None
+    centered: bool = False
+    flip: bool = False
+    scale: float | None = None
+    shift: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation (Adam, linear warm-up, gradient clipping, EMA) and the loop's periods.
+
+    Periods of 0 turn evaluation, checkpoints (except the final one) or samples off.
+    ``ema_rate`` is used with the paper's warm-up, ``min(rate, (1 + n) / (10 + n))``.
+    ``weighting`` ``"score"`` or ``"likelihood"`` (lambda = g^2); ``importance`` draws t
+    uniformly in log-SNR with the matching weight (Song et al. 2021, "Maximum likelihood
+    training"), the variance-reduced estimator of the likelihood-weighted loss. Image data:
+    every ``bpd_every`` steps the EMA model's bits/dim of the first ``bpd_n`` test images.
+    """
+
+    steps: int = 10000
+    batch_size: int = 256
+    lr: float = 2e-4
+    warmup: int = 500
+    grad_clip: float | None = 1.0
+    ema_rate: float = 0.999
+    weighting: str = "score"
+    importance: bool = False
+    eps: float = 1e-5
+    reduce: str = "mean"
+    log_every: int = 100
+    eval_every: int = 1000
+    ckpt_every: int = 1000
+    sample_every: int = 0
+    bpd_every: int = 0
+    bpd_n: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    tensorboard: bool = True
+    backend: str = "auto"  # torch.distributed under torchrun: auto (gloo on CPU, nccl on CUDA)
+
+
+@dataclass
+class SampleConfig:
+    """Sampling in training: ``sampler`` names any sampler of :data:`scoresde.samplers.SAMPLERS`.
+
+    A field goes to the sampler when the sampler takes an option of that name (``predictor``,
+    ``corrector``, ``snr``, ``corrector_steps`` for ``pc``; ``method``, ``rtol``, ``atol`` for
+    ``ode``; ``steps`` and ``eps`` for most); ``None`` leaves the sampler's own default. Options
+    without a field of their own (``order``, ``grid``, ``churn``, ``lam``, ...) go in ``options``.
+    ``n`` is the number of samples drawn.
+    """
+
+    sampler: str = "pc"
+    predictor: str = "reverse_diffusion"
+    corrector: str = "langevin"
+    snr: float = 0.16
+    corrector_steps: int = 1
+    steps: int | None = None
+    eps: float | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    method: str | None = None
+    n: int = 1000
+    options: dict = field(default_factory=dict)
+
+
+def sampler_kwargs(s: SampleConfig) -> dict:
+    """The keyword options for ``samplers.sample(..., sampler=s.sampler, **options)``.
+
+    Every field of ``s`` that the sampler takes and that is not ``None``, then ``s.options``.
+    """
+    from ..samplers import sampler_options
+
+    takes = sampler_options(s.sampler)
+    fields = {k: getattr(s, k) for k in _hints(SampleConfig) if k in takes}
+    return {k: v for k, v in fields.items() if v is not None} | dict(s.options)
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    sde: SDEConfig = field(default_factory=SDEConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+SECTIONS: dict[str, type] = {
+    "sde": SDEConfig,
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "sample": SampleConfig,
+}
+
+
+# ---- value types ------------------------------------------------------------------------------
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _as_number(value: Any) -> float | None:
+    """A real number from YAML (PyYAML reads ``1e-3`` as a string), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    """``value`` converted to the field type ``tp``, or ConfigError naming key, value and type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, inner[0], key) if len(inner) == 1 else value
+    ok, out = False, value
+    if tp is float:
+        num = _as_number(value)
+        ok, out = num is not None, None if num is None else float(num)
+    elif tp is int:
+        num = _as_number(value)
+        ok = num is not None and math.isfinite(num) and float(num).is_integer()
+        out = int(num) if ok else value
+    elif tp is bool or tp is str:
+        ok = isinstance(value, tp)
+    elif origin is list:
+        (item,) = typing.get_args(tp)
+        ok = isinstance(value, list | tuple)
+        out = [_coerce(v, item, key) for v in value] if ok else value
+    elif tp is dict:
+        ok = isinstance(value, dict)
+        out = dict(value) if ok else value
+    if not ok:
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    return out
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _section_from_dict(name: str, d: Any) -> Any:
+    cls = SECTIONS[name]
+    if d is None:
+        d = {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"section {name!r} must be a mapping of keys to values, got {d!r}")
+    hints = _hints(cls)
+    unknown = sorted(set(d) - set(hints))
+    if unknown:
+        raise ConfigError(
+            f"unknown key '{name}.{unknown[0]}'; valid keys of {name}: {', '.join(sorted(hints))}"
+        )
+    return cls(**{k: _coerce(v, hints[k], f"{name}.{k}") for k, v in d.items()})
+
+
+# ---- validation of names and ranges -----------------------------------------------------------
+def _choice(key: str, value: str, valid) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}: {value!r} is not one of: {', '.join(sorted(valid))}")
+
+
+def _check(key: str, ok: bool, value: Any, need: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {value!r} is invalid; need {need}")
+
+
+def _net_names() -> list[str]:
+    from .. import nets
+
+    return sorted(nets.NETS)
+
+
+def _sampler_tables() -> tuple[dict, dict]:
+    from ..samplers import pc as sampling
+
+    return sampling.PREDICTORS, sampling.CORRECTORS
+
+
+def _sampler_names() -> list[str]:
+    from ..samplers import SAMPLERS
+
+    return list(SAMPLERS)
+
+
+def _check_sampler_options(s: SampleConfig) -> None:
+    from ..samplers import sampler_options
+
+    takes = sampler_options(s.sampler)
+    for k in s.options:
+        _check(
+            f"sample.options.{k}",
+            k in takes,
+            s.options[k],
+            f"an option of {s.sampler!r}: " + ", ".join(takes),
+        )
+
+
+def _ode_methods() -> list[str]:
+    from ..core import ode
+
+    return list(ode.METHODS)
+
+
+def _image_names() -> list[str]:
+    from ..data.images import IMAGE_DATASETS
+
+    return sorted(IMAGE_DATASETS)
+
+
+def _image_scaling(d: DataConfig) -> None:
+    """Image sets and image paths (a folder or ``.npz``): ``scale``, ``shift`` from ``centered``
+    and no standardizer (else kept as given, e.g. a converted checkpoint's)."""
+    from ..data.arrays import is_image_path
+    from ..data.images import SCALING
+
+    if d.name in _image_names() or (d.path is not None and is_image_path(d.path)):
+        d.scale, d.shift = SCALING[bool(d.centered)]
+        d.standardize = False
+
+
+def validate(cfg: Config) -> Config:
+    """Check every name against its table and every number against its range; return ``cfg``."""
+    _choice("sde.name", cfg.sde.name, SDES)
+    try:
+        build_sde(cfg.sde)
+    except ValueError as e:
+        raise ConfigError(f"sde: {e}") from None
+    m, d, tr, s = cfg.model, cfg.data, cfg.train, cfg.sample
+    _choice("model.name", m.name, _net_names())
+    _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
+    _choice("model.label", m.label, LABELS)
+    _choice("data.name", d.name, [*TOY, *_image_names(), "file"])
+    if d.path is not None:
+        d.name = "file"  # a path wins over a toy name; say so in the saved config
+    _image_scaling(d)
+    _check("data.path", d.name != "file" or d.path is not None, d.path, "a .npy/.csv file path")
+    _check("data.n_train", d.n_train >= 1, d.n_train, ">= 1")
+    _check("data.n_test", d.n_test >= 1, d.n_test, ">= 1")
+    _check("data.test_fraction", 0 < d.test_fraction < 1, d.test_fraction, "0 < value < 1")
+    for k in ("steps", "warmup", "eval_every", "ckpt_every", "sample_every"):
+        _check(f"train.{k}", getattr(tr, k) >= 0, getattr(tr, k), ">= 0 (0 turns it off)")
+    _check("train.batch_size", tr.batch_size >= 1, tr.batch_size, ">= 1")
+    _check("train.log_every", tr.log_every >= 1, tr.log_every, ">= 1")
+    _check("train.lr", 0 < tr.lr < math.inf, tr.lr, "a positive number")
+    clip = tr.grad_clip
+    _check("train.grad_clip", clip is None or 0 < clip < math.inf, clip, "> 0 or null (off)")
+    _check("train.ema_rate", 0 <= tr.ema_rate < 1, tr.ema_rate, "0 <= rate < 1")
+    _check("train.eps", 0 < tr.eps < 1, tr.eps, "0 < eps < T = 1")
+    _choice("train.weighting", tr.weighting, WEIGHTINGS)
+    _choice("train.reduce", tr.reduce, REDUCTIONS)
+    try:
+        torch.device(tr.device)
+    except RuntimeError:
+        raise ConfigError(f"train.device: {tr.device!r} is not a device (cpu, cuda, mps)") from None
+    _choice("sample.sampler", s.sampler, _sampler_names())
+    predictors, correctors = _sampler_tables()
+    _choice("sample.predictor", s.predictor, predictors)
+    _choice("sample.corrector", s.corrector, correctors)
+    _check("sample.snr", s.snr > 0, s.snr, "> 0")
+    _check("sample.corrector_steps", s.corrector_steps >= 0, s.corrector_steps, ">= 0")
+    _check("sample.steps", s.steps is None or s.steps >= 1, s.steps, ">= 1 or null (sde.N)")
+    _check("sample.eps", s.eps is None or 0 < s.eps < 1, s.eps, "0 < eps < 1 or null (default)")
+    _check("sample.n", s.n >= 1, s.n, ">= 1")
+    if s.sampler == "ode" and s.method is not None:
+        _choice("sample.method", s.method, _ode_methods())
+    _check_sampler_options(s)
+    return cfg
+
+
+# ---- dict / YAML forms --------------------------------------------------------------------------
+def config_to_dict(cfg: Config) -> dict:
+    """Plain dict of primitives; ``sde`` holds ``name`` and that SDE's constructor arguments."""
+    out = {name: dataclasses.asdict(getattr(cfg, name)) for name in SECTIONS}
+    out["sde"] = {"name": cfg.sde.name, **{k: out["sde"][k] for k in _sde_args(cfg.sde.name)}}
+    return copy.deepcopy(out)
+
+
+def config_from_dict(d: dict) -> Config:
+    """Inverse of :func:`config_to_dict`; missing sections and keys take their defaults."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"a configuration must be a mapping, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section {unknown[0]!r}; valid: {', '.join(SECTIONS)}")
+    return validate(Config(**{name: _section_from_dict(name, d.get(name)) for name in SECTIONS}))
+
+
+def dump_yaml(cfg: Config) -> str:
+    """The configuration as YAML text (what ``--dry-run`` prints and the run folder keeps)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def list_presets() -> list[str]:
+    """Names of the YAML presets shipped with the package."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        d = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read YAML ({e})") from None
+    return {} if d is None else d
+
+
+def load_config(name_or_path: str | Path) -> Config:
+    """A preset by name (:func:`list_presets`) or a YAML file by path."""
+    s = str(name_or_path)
+    path = Path(s)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"no such config file: {path}")
+    else:
+        if s not in list_presets():
+            raise ConfigError(f"unknown preset {s!r}; presets: {', '.join(list_presets())}")
+        path = PRESET_DIR / f"{s}.yaml"
+    try:
+        return config_from_dict(_read_yaml(path))
+    except ConfigError as e:
+        raise ConfigError(f"{path.name}: {e}") from None
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    return key.strip().split("."), value
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A new config with ``section.key=value`` overrides (``model.params.NAME=value`` too)."""
+    d = config_to_dict(cfg)
+    d["sde"] = dataclasses.asdict(cfg.sde)  # keep every SDE field so that sde.name can change
+    for item in overrides:
+        parts, value = _parse_override(item)
+        section = parts[0]
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown section in {item!r}; valid: {', '.join(SECTIONS)}")
+        if len(parts) == 3 and parts[:2] == ["model", "params"]:
+            d["model"]["params"][parts[2]] = value
+            continue
+        if len(parts) != 2 or parts[1] not in _hints(SECTIONS[section]):
+            keys = ", ".join(sorted(_hints(SECTIONS[section])))
+            raise ConfigError(f"unknown key {'.'.join(parts)!r}; valid keys of {section}: {keys}")
+        d[section][parts[1]] = value
+    return config_from_dict(d)
+
+
+# ---- builders -----------------------------------------------------------------------------------
+def _sde_args(name: str) -> list[str]:
+    return list(inspect.signature(SDES[name]).parameters)
+
+
+def build_sde(cfg: SDEConfig) -> SDE:
+    """The SDE named ``cfg.name`` built from its constructor arguments."""
+    _choice("sde.name", cfg.name, SDES)
+    return SDES[cfg.name](**{k: getattr(cfg, k) for k in _sde_args(cfg.name)})
+
+
+def _net_accepts(name: str, arg: str) -> bool:
+    from .. import nets
+
+    return arg in nets.net_params(nets.NETS[name])
+
+
+def with_data_shape(cfg: Config, shape: tuple[int, ...] | list[int]) -> Config:
+    """A copy with ``data.shape`` set, and ``model.params.dim`` for a network taking ``dim``."""
+    cfg = copy.deepcopy(cfg)
+    cfg.data.shape = [int(s) for s in shape]
+    if _net_accepts(cfg.model.name, "dim"):
+        D = math.prod(cfg.data.shape)
+        dim = cfg.model.params.setdefault("dim", D)
+        if dim != D:
+            raise ConfigError(f"model.params.dim is {dim} but the data has {D} entries per example")
+    return cfg
+
+
+def build_score_model(cfg: Config) -> ScoreModel:
+    """``ScoreModel(build_net(model.name, model.params), build_sde(sde), ...)`` on the CPU."""
+    from ..nets import build_net
+
+    try:
+        net = build_net(cfg.model.name, dict(cfg.model.params))
+    except (TypeError, ValueError) as e:
+        hint = ""
+        if "dim" in str(e) and _net_accepts(cfg.model.name, "dim"):
+            hint = " (set model.params.dim, or train, which fills it in from the data)"
+        raise ConfigError(f"model.params {cfg.model.params}: {e}{hint}") from None
+    return ScoreModel(net, build_sde(cfg.sde), cfg.model.parameterization, cfg.model.label)
