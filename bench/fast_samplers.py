@@ -40,9 +40,9 @@ import torch
 from common import mixture_2d
 
 import scoresde as sd
+from scoresde import samplers as fs
 from scoresde.core.metrics import energy_distance
-from scoresde.samplers import fast as fs
-from scoresde.samplers.pc import default_eps, sample_ode, sample_pc
+from scoresde.samplers import default_eps, sample_ode, sample_pc
 
 SDES = {
     "ve": lambda: sd.VESDE(0.01, 50.0, 1000),

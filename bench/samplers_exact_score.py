@@ -34,7 +34,7 @@ import torch
 from common import mixture_2d
 
 import scoresde as sd
-from scoresde.samplers.pc import CORRECTORS, PREDICTORS, sample_ode, sample_pc
+from scoresde.samplers import CORRECTORS, PREDICTORS, sample_ode, sample_pc
 
 F64 = torch.float64
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,7 +52,7 @@ Run = Callable[..., tuple[torch.Tensor, int]]
 
 def _pc(predictor: str, corrector: str) -> Run:
     return lambda sde, f, shape, steps, g: sample_pc(
-        sde, f, shape, predictor, corrector, steps=steps, generator=g, dtype=F64
+        sde, f, shape, predictor=predictor, corrector=corrector, steps=steps, generator=g, dtype=F64
     )
 
 
@@ -168,7 +168,9 @@ def overhead(n: int, steps: int, repeats: int) -> list[dict]:
         best = dict.fromkeys(["pc_wall", "pc_cpu", "bare_wall", "bare_cpu"], math.inf)
         for _ in range(repeats):
             w0, c0 = _clock()
-            _, nfe = sample_pc(sde, score_fn, (n, 2), p, c, steps=steps, dtype=dtype)
+            _, nfe = sample_pc(
+                sde, score_fn, (n, 2), predictor=p, corrector=c, steps=steps, dtype=dtype
+            )
             w1, c1 = _clock()
             for _ in range(nfe):
                 score_fn(x, t)

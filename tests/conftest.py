@@ -35,15 +35,9 @@ def sde(request) -> sd.SDE:
 @pytest.fixture
 def mixture() -> sd.GaussianMixture:
     """A 2-D, three-component mixture with unequal weights and full covariances (float64)."""
-    return sd.GaussianMixture(
-        weights=[0.5, 0.3, 0.2],
-        means=[[-1.5, 0.0], [1.0, 1.0], [1.0, -1.5]],
-        covs=[
-            [[0.20, 0.05], [0.05, 0.10]],
-            [[0.10, 0.0], [0.0, 0.30]],
-            [[0.15, -0.05], [-0.05, 0.15]],
-        ],
-    )
+    from scoresde.core.mixture import oracle_mixture_2d
+
+    return oracle_mixture_2d()
 
 
 def require(path: Path) -> Path:

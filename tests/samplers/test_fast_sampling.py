@@ -18,9 +18,9 @@ import torch
 from conftest import make_sde
 
 import scoresde as sd
+from scoresde import samplers as fs
 from scoresde.core import ode
-from scoresde.samplers import fast as fs
-from scoresde.samplers.pc import default_eps
+from scoresde.samplers import default_eps
 
 F64 = torch.float64
 

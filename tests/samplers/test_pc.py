@@ -17,16 +17,15 @@ import torch
 from conftest import make_sde
 
 import scoresde as sd
-from scoresde.samplers.pc import (
+from scoresde.samplers import (
     CORRECTORS,
     PREDICTORS,
     default_eps,
     encode,
-    langevin,
-    reverse_diffusion,
     sample_ode,
     sample_pc,
 )
+from scoresde.samplers.pc import langevin, reverse_diffusion
 
 F64 = torch.float64
 SQRT_2_PI = math.sqrt(2 / math.pi)
@@ -113,7 +112,15 @@ def _sample_gaussian_pc(sde, predictor, corrector, N, s0, n, seed, **kw):
     score = lambda x, t: -x / sd.core.sde.bcast(sde.alpha(t) ** 2 * s0 + sde.sigma(t) ** 2, x)
     g = torch.Generator().manual_seed(seed)
     return sample_pc(
-        sde, score, (n, 1), predictor, corrector, steps=N, generator=g, dtype=F64, **kw
+        sde,
+        score,
+        (n, 1),
+        predictor=predictor,
+        corrector=corrector,
+        steps=N,
+        generator=g,
+        dtype=F64,
+        **kw,
     )
 
 
@@ -144,8 +151,8 @@ def test_pc_gaussian_closed_form_with_mean_and_two_corrector_steps():
         sde,
         score,
         (n, 1),
-        "reverse_diffusion",
-        "langevin",
+        predictor="reverse_diffusion",
+        corrector="langevin",
         corrector_steps=2,
         steps=N,
         generator=g,
@@ -273,8 +280,8 @@ def test_pc_pairs_reproduce_mixture(mixture, references, name, predictor, correc
         sde,
         mixture.score_fn(sde),
         (ref.n, 2),
-        predictor,
-        corrector,
+        predictor=predictor,
+        corrector=corrector,
         steps=N,
         generator=g,
         dtype=F64,
@@ -503,8 +510,8 @@ def test_shape_generic_sampling(mixture):
         sde,
         score,
         (40, 2),
-        "euler_maruyama",
-        "langevin",
+        predictor="euler_maruyama",
+        corrector="langevin",
         steps=15,
         dtype=F64,
         generator=torch.Generator().manual_seed(5),
@@ -513,8 +520,8 @@ def test_shape_generic_sampling(mixture):
         sde,
         score,
         (40, 1, 2, 1),
-        "euler_maruyama",
-        "langevin",
+        predictor="euler_maruyama",
+        corrector="langevin",
         steps=15,
         dtype=F64,
         generator=torch.Generator().manual_seed(5),
@@ -539,8 +546,8 @@ def test_callback_sees_the_time_grid_and_steps_override(mixture):
         sde,
         mixture.score_fn(sde),
         (7, 2),
-        "ancestral",
-        "none",
+        predictor="ancestral",
+        corrector="none",
         steps=25,
         eps=0.01,
         callback=cb,
@@ -559,8 +566,8 @@ def test_predictor_and_corrector_accept_functions(mixture):
         sde,
         mixture.score_fn(sde),
         (9, 2),
-        reverse_diffusion,
-        langevin,
+        predictor=reverse_diffusion,
+        corrector=langevin,
         **kw,
         generator=torch.Generator().manual_seed(0),
     )
@@ -568,8 +575,8 @@ def test_predictor_and_corrector_accept_functions(mixture):
         sde,
         mixture.score_fn(sde),
         (9, 2),
-        "reverse_diffusion",
-        "langevin",
+        predictor="reverse_diffusion",
+        corrector="langevin",
         **kw,
         generator=torch.Generator().manual_seed(0),
     )
@@ -590,7 +597,14 @@ def test_nfe_counts_score_evaluations(mixture, predictor, corrector, M, nfe):
     calls = []
     score = lambda x, t: calls.append(1) or mixture.score(x, t, sde)
     _, got = sample_pc(
-        sde, score, (4, 2), predictor, corrector, corrector_steps=M, steps=10, dtype=F64
+        sde,
+        score,
+        (4, 2),
+        predictor=predictor,
+        corrector=corrector,
+        corrector_steps=M,
+        steps=10,
+        dtype=F64,
     )
     assert got == nfe == len(calls)
 
@@ -599,7 +613,7 @@ def test_start_from_given_x(mixture):
     """x=... replaces the prior draw; predictor none and corrector none return it unchanged."""
     sde = make_sde("vp")
     x0 = torch.randn(5, 2, dtype=F64)
-    x, nfe = sample_pc(sde, mixture.score_fn(sde), (5, 2), "none", "none", x=x0)
+    x, nfe = sample_pc(sde, mixture.score_fn(sde), (5, 2), predictor="none", corrector="none", x=x0)
     assert nfe == 0 and torch.equal(x, x0)
 
 
@@ -640,9 +654,21 @@ def test_sample_pc_bad_arguments(mixture, kwargs, match):
 def test_too_few_steps_for_the_ddpm_chain_raises(mixture, predictor, corrector):
     """VP's DDPM chain has beta_i = beta(t)/N, >= 1 for N <= beta_max = 20: no such chain."""
     with pytest.raises(ValueError, match="steps=10"):
-        sample_pc(make_sde("vp"), _vp_score(mixture), (4, 2), predictor, corrector, steps=10)
+        sample_pc(
+            make_sde("vp"),
+            _vp_score(mixture),
+            (4, 2),
+            predictor=predictor,
+            corrector=corrector,
+            steps=10,
+        )
     x, nfe = sample_pc(
-        make_sde("vp"), _vp_score(mixture), (4, 2), "euler_maruyama", "none", steps=10
+        make_sde("vp"),
+        _vp_score(mixture),
+        (4, 2),
+        predictor="euler_maruyama",
+        corrector="none",
+        steps=10,
     )  # Euler-Maruyama needs no chain
     assert nfe == 10 and torch.isfinite(x).all()
 
@@ -651,7 +677,7 @@ def test_ancestral_on_subvp_raises_before_sampling(mixture):
     calls = []
     score = lambda x, t: calls.append(1) or x
     with pytest.raises(ValueError, match="ancestral"):
-        sample_pc(make_sde("subvp"), score, (4, 2), "ancestral", "none")
+        sample_pc(make_sde("subvp"), score, (4, 2), predictor="ancestral", corrector="none")
     assert not calls
 
 
@@ -674,7 +700,14 @@ def test_given_x_with_wrong_shape_raises(mixture):
         sample_pc(make_sde("vp"), _vp_score(mixture), None)
     with pytest.raises(ValueError, match="shape"):
         sample_ode(make_sde("vp"), _vp_score(mixture), None)
-    x, nfe = sample_pc(make_sde("ve"), _vp_score(mixture), None, "none", "none", x=torch.ones(3, 2))
+    x, nfe = sample_pc(
+        make_sde("ve"),
+        _vp_score(mixture),
+        None,
+        predictor="none",
+        corrector="none",
+        x=torch.ones(3, 2),
+    )
     assert nfe == 0 and x.shape == (3, 2)
 
 

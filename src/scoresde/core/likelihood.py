@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .checks import CheckedScore, check_eps, check_finite, check_int, lookup
 from .ode import integrate
-from .score import check_score
 from .sde import SDE
 
 __all__ = [
@@ -117,20 +117,18 @@ DIVERGENCES = ("exact", *PROBES)
 
 
 # ---- log-likelihood ----------------------------------------------------------------------------
-def _check_inputs(sde: SDE, x: Tensor, divergence: str, eps: float, probes: int) -> None:
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"unknown divergence {divergence!r}; valid: {', '.join(DIVERGENCES)}")
-    if not 0 < eps < sde.T:
-        raise ValueError(f"eps must lie in (0, T={sde.T}), got {eps}")
-    if not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be an integer >= 1, got {probes!r}")
+def _check_inputs(sde: SDE, x: Tensor, divergence: str, eps: float, probes: int) -> tuple:
+    """``(eps, probes)`` as numbers after the boundary checks of the arguments."""
+    lookup(dict.fromkeys(DIVERGENCES), divergence, "divergence", callables=False)
+    eps = check_eps(sde, eps, default=False)
+    probes = check_int("probes", probes, 1)
     if not isinstance(x, Tensor) or x.ndim < 1 or not x.is_floating_point():
         raise ValueError(
             f"x must be a floating (B, ...) tensor (dequantize integer data first), got "
             f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}"
         )
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or inf")
+    check_finite(x, "x")
+    return eps, probes
 
 
 def _probe(
@@ -153,23 +151,6 @@ def _probe(
     return noise
 
 
-def _checked_once(score_fn: ScoreFn) -> ScoreFn:
-    """``score_fn`` whose first output is checked for shape and finiteness (one check per solve)."""
-    checked = False
-
-    def score(x: Tensor, t: Tensor) -> Tensor:
-        nonlocal checked
-        s = score_fn(x, t)
-        if not checked:
-            check_score(s, x)
-            if not torch.isfinite(s).all():
-                raise ValueError(f"score_fn returned NaN or inf at t={t[0]}")
-            checked = True
-        return s
-
-    return score
-
-
 def log_likelihood_estimates(
     sde: SDE,
     score_fn: ScoreFn,
@@ -190,9 +171,9 @@ def log_likelihood_estimates(
     rows are independent given x, so ``logp.mean(0)`` is the estimate and
     ``logp.std(0) / sqrt(K)`` its standard error.
     """
-    _check_inputs(sde, x, divergence, eps, probes)
+    eps, probes = _check_inputs(sde, x, divergence, eps, probes)
     probe = _probe(divergence, x, probes, generator, noise)
-    score = _checked_once(score_fn)
+    score = CheckedScore(score_fn)
     ones = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
 
     def drift(x: Tensor, t: Tensor) -> Tensor:  # f~(x, t) of the paper's Eq. 13
@@ -206,9 +187,10 @@ def log_likelihood_estimates(
         return div_hutchinson(drift, y[0], probe, tt)
 
     K = 1 if probe is None else probe.shape[0]
-    with torch.inference_mode(False):
+    with torch.inference_mode(False), score:
         y0 = (x.detach().clone(), x.new_zeros(K, x.shape[0]))
         (z, delta_logp), nfe = integrate(func, y0, eps, sde.T, method, rtol, atol, steps)
+    score.finish()
     return sde.prior_logp(z) + delta_logp, z, nfe  # Eq. 39: log p_T(z) + int div
 
 
@@ -237,7 +219,7 @@ def log_likelihood(
         x: ``(B, ...)`` float tensor, the points, read as samples at time ``eps``.
         divergence: ``"exact"`` (D backward passes per evaluation; small D), ``"gaussian"`` or
             ``"rademacher"`` (Hutchinson, probe drawn once per solve).
-        rtol, atol, method, steps: the ODE solver, see :func:`scoresde.ode.integrate`
+        rtol, atol, method, steps: the ODE solver, see :func:`scoresde.core.ode.integrate`
             (``method="scipy-RK45"`` reproduces the official code).
         eps: start time, in (0, T).
         probes: number K of Hutchinson probes carried by the one solve; the result is the mean

@@ -1,4 +1,4 @@
-"""Denoising score matching (DSM) for the SDEs of ``scoresde.sde`` (Song et al. 2021, Eq. 7).
+"""Denoising score matching (DSM) for the SDEs of ``scoresde.core.sde`` (Song et al. 2021, Eq. 7).
 
 For data x0, time t and noise z ~ N(0, I), the perturbed point is ``x_t = alpha(t) x0 + sigma(t) z``
 and the per-example loss is
@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .checks import check_eps, check_score_output, lookup
 from .sde import SDE, bcast
 
 __all__ = ["WEIGHTINGS", "REDUCTIONS", "dsm_loss", "sample_t", "importance_weight", "reduce"]
@@ -49,17 +50,6 @@ WEIGHTINGS: dict[str, Callable[[SDE, Tensor], Tensor]] = {
 REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {"mean": torch.mean, "sum": torch.sum}
 
 
-def _pick(table: dict, name: str, what: str):
-    if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(sorted(table))}")
-    return table[name]
-
-
-def _check_eps(sde: SDE, eps: float) -> None:
-    if not 0 < eps < sde.T:
-        raise ValueError(f"eps must lie in (0, T={sde.T}), got {eps}")
-
-
 def _log_snr_range(sde: SDE, eps: float, like: Tensor) -> tuple[Tensor, Tensor]:
     """Half log-SNR at t = eps and at t = T (lambda decreases in t)."""
     ends = torch.tensor([eps, sde.T], device=like.device, dtype=like.dtype)
@@ -77,7 +67,7 @@ def sample_t(
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Draw ``n`` times from U(eps, T), or from q(t) ~ g^2/sigma^2 if ``importance``."""
-    _check_eps(sde, eps)
+    eps = check_eps(sde, eps, default=False)
     u = torch.rand(n, generator=generator, device=device, dtype=dtype)
     if not importance:
         return eps + (sde.T - eps) * u
@@ -114,8 +104,8 @@ def dsm_loss(
         t: use these times ``(B,)`` instead of drawing them (z is still drawn).
         importance: t is (or is drawn) from q(t) ~ g^2/sigma^2; the loss carries the weight 1/q.
     """
-    lam_fn = _pick(WEIGHTINGS, weighting, "weighting")
-    _check_eps(sde, eps)
+    lam_fn = lookup(WEIGHTINGS, weighting, "weighting", callables=False, sort=True)
+    eps = check_eps(sde, eps, default=False)
     if not isinstance(x0, Tensor) or x0.ndim < 1 or x0.shape[0] == 0:
         raise ValueError(f"x0 must be a non-empty (B, ...) tensor, got {getattr(x0, 'shape', x0)}")
     if x0.device.type == "cpu" and not torch.isfinite(x0).all():
@@ -127,7 +117,8 @@ def dsm_loss(
     z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     mean, sigma = sde.marginal_prob(x0, t)
     x_t = mean + bcast(sigma, x0) * z
-    residual = score_fn(x_t, t) + z / bcast(sigma, x0)  # s + z / sigma, Eq. 7
+    s = check_score_output(score_fn(x_t, t), x_t)
+    residual = s + z / bcast(sigma, x0)  # s + z / sigma, Eq. 7
     w = lam_fn(sde, t)
     if importance:
         w = w * importance_weight(sde, t, eps)
@@ -136,4 +127,4 @@ def dsm_loss(
 
 def reduce(loss: Tensor, how: str = "mean") -> Tensor:
     """Reduce per-example losses over the batch: ``"mean"`` or ``"sum"`` (``REDUCTIONS``)."""
-    return _pick(REDUCTIONS, how, "reduction")(loss)
+    return lookup(REDUCTIONS, how, "reduction", callables=False, sort=True)(loss)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .sde import SDE
 
-__all__ = ["GaussianMixture"]
+__all__ = ["GaussianMixture", "oracle_mixture_2d"]
 
 
 class GaussianMixture:
@@ -118,3 +118,21 @@ class GaussianMixture:
         m = self.mean()
         d = self.means - m
         return torch.einsum("k,kde->de", self.weights, self.covs + d[:, :, None] * d[:, None, :])
+
+
+def oracle_mixture_2d(dtype: torch.dtype = torch.float64) -> GaussianMixture:
+    """The 2-D, three-component oracle of the tests and benchmarks: unequal weights (.5, .3, .2)
+    and full covariances, one of them anisotropic and one correlated negatively.
+
+    Not the toy data set ``mixture_2d`` of :mod:`scoresde.data`, which is a different mixture.
+    """
+    return GaussianMixture(
+        weights=[0.5, 0.3, 0.2],
+        means=[[-1.5, 0.0], [1.0, 1.0], [1.0, -1.5]],
+        covs=[
+            [[0.20, 0.05], [0.05, 0.10]],
+            [[0.10, 0.0], [0.0, 0.30]],
+            [[0.15, -0.05], [-0.05, 0.15]],
+        ],
+        dtype=dtype,
+    )

@@ -21,6 +21,8 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
+from .checks import check_int, lookup
+
 __all__ = ["integrate", "ADAPTIVE", "FIXED", "SCIPY", "METHODS", "ODEError"]
 
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
@@ -37,10 +39,11 @@ class ODEError(RuntimeError):
 
 def check_method(method: str, steps: int | None) -> None:
     """Raise ``ValueError`` for an unknown method or a fixed-grid method without ``steps >= 1``."""
-    if method not in METHODS:
-        raise ValueError(f"unknown ODE method {method!r}; valid: {', '.join(METHODS)}")
-    if method in FIXED and (steps is None or steps < 1):
-        raise ValueError(f"fixed-grid method {method!r} needs steps >= 1, got {steps}")
+    lookup(dict.fromkeys(METHODS), method, "ODE method", callables=False)
+    if method in FIXED and steps is None:
+        raise ValueError(f"fixed-grid method {method!r} needs steps >= 1, got None")
+    if method in FIXED:
+        check_int("steps", steps, 1)
 
 
 def integrate(

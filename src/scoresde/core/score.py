@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from .checks import lookup
 from .sde import SDE, bcast
 
 __all__ = ["ScoreModel", "LABELS", "PARAMETERIZATIONS"]
@@ -83,12 +84,6 @@ PARAMETERIZATIONS: dict[str, Callable[[Tensor, Tensor, Tensor, SDE], Tensor]] = 
 }
 
 
-def _pick(table: dict, name: str, what: str):
-    if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(sorted(table))}")
-    return table[name]
-
-
 class ScoreModel(nn.Module):
     """Wrap ``net(x, label[, y])`` into ``score_fn(x, t)`` for a given SDE.
 
@@ -103,8 +98,10 @@ class ScoreModel(nn.Module):
         super().__init__()
         self.net, self.sde = net, sde
         self.parameterization, self.label = parameterization, label
-        self._out = _pick(PARAMETERIZATIONS, parameterization, "parameterization")
-        self._label = _pick(LABELS, label, "noise label")
+        self._out = lookup(
+            PARAMETERIZATIONS, parameterization, "parameterization", callables=False, sort=True
+        )
+        self._label = lookup(LABELS, label, "noise label", callables=False, sort=True)
 
     def noise_label(self, t: Tensor) -> Tensor:
         """What the network is fed for time ``t``."""
@@ -119,13 +116,3 @@ class ScoreModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"sde={self.sde!r}, parameterization={self.parameterization!r}, label={self.label!r}"
-
-
-def check_score(score: Tensor, x: Tensor) -> Tensor:
-    """Raise ``ValueError`` if a score_fn returned a tensor of the wrong shape."""
-    if not isinstance(score, Tensor) or score.shape != x.shape:
-        raise ValueError(
-            f"score_fn must return a tensor shaped like x {tuple(x.shape)}, "
-            f"got {tuple(getattr(score, 'shape', ())) or type(score).__name__}"
-        )
-    return score
