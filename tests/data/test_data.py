@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from scoresde.data.arrays import (
+from scoresde.data import (
     TOY,
     TOY_MIXTURES,
+    DataConfig,
     Standardizer,
     checkerboard,
     is_image_path,
@@ -24,7 +25,6 @@ from scoresde.data.arrays import (
     swiss_roll,
     toy_mixture,
 )
-from scoresde.training.config import DataConfig
 
 
 @pytest.mark.parametrize("name", sorted(TOY))

@@ -18,7 +18,7 @@ from conftest import DATA, require
 from PIL import Image
 
 import scoresde as sd
-from scoresde.data import images as im
+from scoresde import data as im
 from scoresde.data.transforms import dequantize as likelihood_dequantize
 
 # Class counts and first labels from ../shared/data/README.md.

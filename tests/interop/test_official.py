@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import TESTDATA, require
 
+import scoresde as sd
 from scoresde.interop.official import (
     CheckpointError,
     convert_official,
@@ -20,6 +21,7 @@ from scoresde.interop.official import (
 )
 from scoresde.nets import NCSNpp
 from scoresde.training.checkpoint import model_from_checkpoint
+from scoresde.training.config import Config, config_from_dict, config_to_dict
 
 SMALL = [
     "ve_ncsnpp_continuous_small",
@@ -194,8 +196,8 @@ def test_renamed_key_is_reported_missing_and_unexpected(tmp_path, vp_ckpt, vp_co
     path = _save(tmp_path, {**vp_ckpt, "model": model})
     with pytest.raises(
         CheckpointError,
-        match=r"missing \(1\): all_modules\.3\.Conv_0\.weight.*"
-        r"unexpected \(1\): all_modules\.3\.Conv_9\.weight",
+        match=r"1 missing: all_modules\.3\.Conv_0\.weight.*"
+        r"1 unexpected: all_modules\.3\.Conv_9\.weight",
     ):
         load_official(path, vp_config)
 
@@ -205,7 +207,7 @@ def test_reshaped_tensor_is_reported_with_both_shapes(tmp_path, vp_ckpt, vp_conf
     model["module.all_modules.6.NIN_0.W"] = model["module.all_modules.6.NIN_0.W"].t()[:16]
     path = _save(tmp_path, {**vp_ckpt, "model": model})
     with pytest.raises(
-        CheckpointError, match=r"mis-shaped.*NIN_0\.W \(16, 32\) \(expected \(32, 32\)"
+        CheckpointError, match=r"1 shape-mismatched: .*NIN_0\.W \(16, 32\) vs \(32, 32\)"
     ):
         load_official(path, vp_config)
 
@@ -312,12 +314,13 @@ def test_convert_official_round_trip(tmp_path, name):
     cfg = state["config"]
     official = json.loads(config.read_text())
     centered = official["data"]["centered"]
-    assert cfg["data"] == {
+    assert {k: cfg["data"][k] for k in ("shape", "scale", "shift", "centered")} == {
         "shape": [3, 16, 16],
         "scale": 2.0 if centered else 1.0,
         "shift": -1.0 if centered else 0.0,
         "centered": centered,
     }
+    assert config_to_dict(config_from_dict(cfg)) == cfg  # a whole, valid Config
     assert cfg["sde"]["name"] == official["training"]["sde"] and cfg["sde"]["N"] == 1000
     assert cfg["model"]["name"] == official["model"]["name"]
     d = io(name)
@@ -329,6 +332,26 @@ def test_convert_official_round_trip(tmp_path, name):
         convert_official(ckpt, config, tmp_path / "raw", ema=False), weights_only=True
     )
     assert no_ema["ema"] is None
+
+
+@pytest.mark.parametrize("name", ["ve_ncsnpp_continuous_small", "vp_ddpm_small"])
+def test_load_model_of_a_converted_checkpoint_returns_a_config(tmp_path, name):
+    """``scoresde.load_model`` gives a Config for a converted checkpoint: the official SDE and
+    network, the image shape and the model space of ``data.centered``, no standardizer."""
+    ckpt, config = files(name)
+    official = json.loads(config.read_text())
+    centered = official["data"]["centered"]
+    model, cfg, standardizer = sd.load_model(convert_official(ckpt, config, tmp_path))
+    assert isinstance(cfg, Config) and standardizer is None
+    assert (
+        cfg.sde.name == official["training"]["sde"] and cfg.model.name == official["model"]["name"]
+    )
+    assert cfg.data.shape == [3, 16, 16] and cfg.data.centered == centered
+    assert (cfg.data.scale, cfg.data.shift) == ((2.0, -1.0) if centered else (1.0, 0.0))
+    assert (cfg.model.label, cfg.model.parameterization) == (model.label, model.parameterization)
+    d = io(name)
+    with torch.no_grad():
+        assert_per_sample_close(model.score_fn(d["x"], d["t"]), d["score_ema"])
 
 
 def test_model_summary_names_count_sde_and_adapters():

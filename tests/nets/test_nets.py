@@ -5,6 +5,7 @@ sizes, gradients and the ``build_net`` boundary."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 from scoresde.core.score import ScoreModel
 from scoresde.core.sde import VPSDE
-from scoresde.nets import DDPM, NETS, NCSNpp, ScoreNet, build_net
+from scoresde.nets import DDPM, NETS, NCSNpp, ScoreNet, build_net, coerce
 from scoresde.nets import layers as L
 
 
@@ -381,3 +382,33 @@ def test_build_net_builds_every_image_net_and_checks_keys_and_types():
         build_net("ncsnpp", {"ch_mult": [1, "2"]})
     with pytest.raises(ValueError, match="resblock_type"):
         build_net("ncsnpp", {"resblock_type": "resnet"})
+
+
+# ---- one Fourier embedding, one value checker ----------------------------------------------------
+def test_one_fourier_embedding_keeps_each_networks_state_dict_layout():
+    """The MLP, NCSN++ and the tutorial U-Net share one class; ``W`` keeps its key and shape in
+    each, a buffer in the MLP and a frozen parameter in the others (as in official checkpoints)."""
+    mlp = build_net("mlp", {"dim": 2, "embed_dim": 8})
+    ncsn = build_net("ncsnpp", {"nf": 8, "ch_mult": [1], "num_res_blocks": 1, "image_size": 8})
+    unet = build_net("unet_tutorial", {"embed_dim": 16})
+    fourier = L.GaussianFourierProjection
+    assert type(mlp.embed) is type(ncsn.all_modules[0]) is type(unet.embed) is fourier
+    assert mlp.state_dict()["embed.W"].shape == (4,)
+    assert "embed.W" not in dict(mlp.named_parameters())
+    assert dict(ncsn.named_parameters())["all_modules.0.W"].shape == (8,)
+    assert not dict(unet.named_parameters())["embed.W"].requires_grad
+    t = torch.rand(5, dtype=torch.float64)
+    proj = t[:, None].float() * mlp.embed.W[None, :] * 2 * math.pi
+    torch.testing.assert_close(mlp.embed(t), torch.cat([proj.sin(), proj.cos()], -1))
+    with pytest.raises(ValueError, match="even"):
+        build_net("mlp", {"dim": 2, "embed_dim": 7})
+
+
+def test_one_value_checker_for_network_options_and_configs():
+    assert coerce(3.0, int) == 3 and isinstance(coerce(3, float), float)
+    assert coerce([1, 2], tuple[int, ...]) == [1, 2] and coerce(None, float | None) is None
+    assert coerce("1e-3", float, strings=True) == 1e-3
+    bad = [("1e-3", float), (2.5, int), (True, int), ("yes", bool), ([1, "2"], list[int])]
+    for value, hint in bad:
+        with pytest.raises(TypeError, match="expected"):
+            coerce(value, hint)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from scoresde.data.arrays import Standardizer
+import scoresde as sd
+from scoresde.data import Standardizer
 from scoresde.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -18,6 +21,8 @@ from scoresde.training.checkpoint import (
 )
 from scoresde.training.config import Config, build_score_model, config_to_dict, with_data_shape
 from scoresde.training.ema import EMA
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _model_state():
@@ -118,15 +123,58 @@ def test_load_model_with_foreign_data_section(tmp_path):
              "model": state["model"], "ema": None}  # fmt: skip
     save_checkpoint(tmp_path / "checkpoint.pt", small)
     model, cfg2, st = load_model(tmp_path)
-    # A data section our DataConfig now knows loads as a Config; an unknown one as the raw dict.
-    d = cfg2["data"] if isinstance(cfg2, dict) else dataclasses.asdict(cfg2.data)
-    assert {k: d[k] for k in data} == data and st is None
+    assert isinstance(cfg2, Config) and st is None
+    d = dataclasses.asdict(cfg2.data)
+    assert {k: d[k] for k in data} == data
     x = torch.randn(3, 2)
     assert model(x, torch.rand(3)).shape == x.shape
     small["model"] = {k: v[:1] for k, v in state["model"].items()}
     save_checkpoint(tmp_path / "checkpoint.pt", small)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "data, extra, want",
+    [
+        # keys DataConfig never had are dropped; shape, scale, shift, centered kept
+        ({"shape": [2], "scale": 2.0, "shift": -1.0, "centered": True, "dataset": "CIFAR10",
+          "random_flip": True}, {}, {"shape": [2], "scale": 2.0, "shift": -1.0}),
+        # the official image keys become the shape
+        ({"image_size": 4, "num_channels": 1, "scale": 1.0, "shift": 0.0}, {},
+         {"shape": [1, 4, 4], "scale": 1.0, "shift": 0.0}),
+        # a section that no longer validates is dropped; the data the model needs stays
+        ({"name": "spiral", "shape": [2], "scale": 2.0, "shift": -1.0}, {"sample": {"n": 0}},
+         {"shape": [2], "scale": 2.0, "shift": -1.0}),
+    ],
+    ids=["foreign keys", "official keys", "invalid values"],
+)  # fmt: skip
+def test_load_model_always_returns_a_config(tmp_path, data, extra, want):
+    """Checkpoints written before this library had a key still give a Config, never a dict."""
+    _, _, _, state = _model_state()
+    cfg = state["config"]
+    config = {"sde": cfg["sde"], "model": cfg["model"], "data": data, "extra": 1, **extra}
+    save_checkpoint(tmp_path / "checkpoint.pt", {**state, "config": config, "standardizer": None})
+    model, cfg2, st = load_model(tmp_path)
+    assert isinstance(cfg2, Config) and st is None
+    assert {k: getattr(cfg2.data, k) for k in want} == want
+    assert cfg2.model.params == cfg["model"]["params"]
+
+
+def test_checkpoint_written_before_the_layered_package_loads():
+    """``tests/fixtures/toy_checkpoint_v1.pt`` (an MLP trained on mixture_2d, written by the flat
+    package) loads through ``scoresde.load_model`` and gives its recorded scores and
+    standardizer (``toy_checkpoint_v1.json``)."""
+    ref = json.loads((FIXTURES / "toy_checkpoint_v1.json").read_text())
+    model, cfg, st = sd.load_model(FIXTURES / "toy_checkpoint_v1.pt")
+    assert isinstance(cfg, Config) and cfg.data.name == "mixture_2d" and cfg.data.shape == [2]
+    assert cfg.model.name == "mlp" and cfg.sde.name == "vpsde"
+    x, t = torch.tensor(ref["x"]), torch.tensor(ref["t"])
+    with torch.no_grad():
+        score = model.score_fn(x, t)
+    torch.testing.assert_close(score, torch.tensor(ref["score"]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(st.mean, torch.tensor(ref["std_mean"]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(st.std, torch.tensor(ref["std_std"]), rtol=0, atol=1e-6)
 
 
 def test_ema_follows_the_warmup_rule():

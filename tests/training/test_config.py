@@ -123,3 +123,20 @@ def test_model_dimension_from_data():
         with_data_shape(apply_overrides(cfg, ["model.params.dim=2"]), (3,))
     with pytest.raises(ConfigError, match="widht"):
         build_score_model(apply_overrides(cfg, ["model.params.widht=3", "model.params.dim=2"]))
+
+
+def test_model_params_are_read_with_the_one_value_checker():
+    """``model.params`` values go through the checker of ``build_net``, naming the key; numbers
+    written as YAML reads them (``1e-1`` is a string there) are accepted as in every section."""
+    with pytest.raises(ConfigError, match=r"model\.params\.nf: expected int, got 8\.5"):
+        apply_overrides(Config(), ["model.name=ncsnpp", "model.params.nf=8.5"])
+    cfg = apply_overrides(Config(), ["model.params.fourier_scale=1e-1", "model.params.depth=2.0"])
+    assert cfg.model.params == {"fourier_scale": 0.1, "depth": 2}
+    assert isinstance(cfg.model.params["depth"], int)
+
+
+def test_data_section_is_the_data_layers_dataclass():
+    from scoresde.data import DataConfig
+    from scoresde.training import config
+
+    assert config.DataConfig is DataConfig and config.SECTIONS["data"] is DataConfig

@@ -7,7 +7,7 @@ one per parameter with ``requires_grad=True`` in ``parameters()`` order. Its con
 network (``model.name`` and fields) and the data range (``data.centered``).
 
 How the official ``get_score_fn`` turns the network into a score, and its adapters here
-(``scoresde.score.LABELS`` / ``PARAMETERIZATIONS``):
+(``scoresde.core.score.LABELS`` / ``PARAMETERIZATIONS``):
 
 =========================  ==============================  ===========  ==================
 official setting           network input label              ``label``    ``parameterization``
@@ -40,8 +40,10 @@ from torch import Tensor, nn
 
 from ..core.score import ScoreModel
 from ..core.sde import SDE, VESDE, VPSDE, SubVPSDE
+from ..data.transforms import SCALING
 from ..nets import DDPM, NETS, NCSNpp, ScoreNet
-from ..training.checkpoint import CHECKPOINT, CheckpointError, save_checkpoint
+from ..training.checkpoint import CHECKPOINT, CheckpointError, check_state_dict, save_checkpoint
+from ..training.config import ConfigError, config_from_dict, config_to_dict
 
 __all__ = [
     # the networks: official checkpoints load into NCSNpp / DDPM; ScoreNet is the U-Net of the
@@ -68,6 +70,7 @@ _FIXED = {"normalization": "GroupNorm", "conv_size": 3, "attention_type": "ddpm"
 # Keys the official DDPM class reads nowhere (its 'conditional' branches are identical).
 _IGNORED = {"ddpm": {"conditional", "embedding_type"}, "ncsnpp": set()}
 _DATA_KEYS = ("image_size", "num_channels", "centered")
+_HINT = "another architecture, or other model flags in the official config?"
 
 
 def _read_config(config: str | Path | Mapping) -> dict:
@@ -204,29 +207,6 @@ def _drop_unused_dense(state: dict[str, Tensor], net: nn.Module) -> dict[str, Te
     return {k: v for k, v in state.items() if k in own or ".Dense_0." not in k}
 
 
-def _check_keys(state: Mapping[str, Tensor], net: nn.Module, what: str) -> None:
-    """One error listing every missing, unexpected and mis-shaped key (never strict=False)."""
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    problems = [
-        f"{label} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mis-shaped", shapes),
-        )
-        if keys
-    ]
-    if problems:
-        raise CheckpointError(f"{what} does not fit {type(net).__name__}: " + "; ".join(problems))
-
-
 def _ema_params(ckpt: dict, state: dict[str, Tensor], net: nn.Module) -> dict[str, Tensor]:
     """Map the positional EMA shadow list onto parameter names.
 
@@ -259,7 +239,7 @@ def _load_net(ckpt: dict, config: dict, ema: bool) -> tuple[nn.Module, dict[str,
     net = official_net(config)
     official = _strip(ckpt["model"])
     state = _drop_unused_dense(official, net)
-    _check_keys(state, net, "checkpoint 'model'")
+    check_state_dict(state, net.state_dict(), "the official checkpoint's 'model' weights", _HINT)
     net.load_state_dict(state, strict=True)
     return net, (_ema_params(ckpt, official, net) if ema else None)
 
@@ -301,14 +281,58 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def _converted_config(
+    config: dict, sde: SDE, net: nn.Module, label: str, parameterization: str
+) -> dict:
+    """The resolved :class:`~scoresde.training.config.Config` of a converted checkpoint, as a dict.
+
+    Data: the network's image shape, and its model space from ``data.centered``
+    (``y = scale * u + shift``, ``u`` the pixels in [0, 1]); no standardizer.
+    """
+    c = net.config
+    scale, shift = SCALING[bool(c.centered)]
+    d = {
+        "sde": {"name": str(config["training"]["sde"]).lower(), **sde.config()},
+        "model": {
+            "name": next(k for k, cls in NETS.items() if type(net) is cls),
+            "parameterization": parameterization,
+            "label": label,
+            "params": {k: _plain(v) for k, v in asdict(c).items()},
+        },
+        "data": {
+            "shape": [c.num_channels, c.image_size, c.image_size],
+            "scale": scale,
+            "shift": shift,
+            "centered": bool(c.centered),
+            "standardize": False,
+        },
+    }
+    try:
+        return config_to_dict(config_from_dict(d))
+    except ConfigError as e:
+        raise CheckpointError(f"the converted configuration is invalid: {e}") from None
+
+
+def _ema_state(ckpt: dict, config: dict, ema_params: dict[str, Tensor] | None) -> dict | None:
+    """The EMA entry of a converted checkpoint: rate, update count, weights by model key."""
+    if ema_params is None:
+        return None
+    rate = float(config["model"].get("ema_rate", 0.9999))
+    updates = int(ckpt["ema"].get("num_updates", 0) or 0)
+    params = {f"net.{k}": v.clone() for k, v in ema_params.items()}
+    return {"rate": rate, "num_updates": updates, "params": params}
+
+
 def convert_official(
     ckpt_path: str | Path, config: str | Path | Mapping, out_dir: str | Path, ema: bool = True
 ) -> Path:
     """Convert an official checkpoint to this library's format, ``<out_dir>/checkpoint.pt``.
 
-    The file holds the resolved config (sections ``sde``, ``model``, ``data``), the ``model``
-    weights (keys ``net.*`` of the :class:`ScoreModel`), the EMA weights by name (``None`` with
-    ``ema=False``) and the step; tensors and primitives only, written atomically.
+    The file holds the resolved config (every section of
+    :class:`~scoresde.training.config.Config`; ``data`` gives the image shape and the model space
+    ``scale``, ``shift`` of ``data.centered``), the ``model`` weights (keys ``net.*`` of the
+    :class:`ScoreModel`), the EMA weights by name (``None`` with ``ema=False``) and the step;
+    tensors and primitives only, written atomically.
 
     Returns:
         The path of the written checkpoint.
@@ -318,34 +342,10 @@ def convert_official(
     sde = official_sde(config)
     ckpt = _read_checkpoint(ckpt_path)
     net, ema_params = _load_net(ckpt, config, ema)
-    model = ScoreModel(net, sde, parameterization, label)
-    net_name = next(k for k, cls in NETS.items() if type(net) is cls)
-    centered = bool(net.config.centered)
-    cfg = {
-        "sde": {"name": str(config["training"]["sde"]).lower(), **sde.config()},
-        "model": {
-            "name": net_name,
-            "parameterization": parameterization,
-            "label": label,
-            "params": {k: _plain(v) for k, v in asdict(net.config).items()},
-        },
-        "data": {
-            "shape": [net.config.num_channels, net.config.image_size, net.config.image_size],
-            "scale": 2.0 if centered else 1.0,  # model space = scale * pixels_in_[0,1] + shift
-            "shift": -1.0 if centered else 0.0,
-            "centered": centered,
-        },
-    }
-    ema_state = None
-    if ema_params is not None:
-        rate = float(config["model"].get("ema_rate", 0.9999))
-        updates = int(ckpt["ema"].get("num_updates", 0) or 0)
-        params = {f"net.{k}": v.clone() for k, v in ema_params.items()}
-        ema_state = {"rate": rate, "num_updates": updates, "params": params}
     state = {
-        "config": cfg,
-        "model": model.state_dict(),
-        "ema": ema_state,
+        "config": _converted_config(config, sde, net, label, parameterization),
+        "model": ScoreModel(net, sde, parameterization, label).state_dict(),
+        "ema": _ema_state(ckpt, config, ema_params),
         "step": int(ckpt.get("step", 0)),
         "optimizer": None,
     }

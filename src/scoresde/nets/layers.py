@@ -203,17 +203,32 @@ def naive_downsample_2d(x: Tensor, factor: int = 2) -> Tensor:
 class GaussianFourierProjection(nn.Module):
     """Random Fourier features [sin(2 pi W x), cos(2 pi W x)], W ~ N(0, scale^2) frozen.
 
-    ``W`` is a parameter with ``requires_grad=False`` (as in the official code, so it is saved in
-    the state dict and excluded from EMA and optimizers).
+    The one Fourier embedding of the networks here (Tancik et al. 2020): ``embedding_size``
+    frequencies give ``2 * embedding_size`` features. ``W`` is saved in the state dict under
+    ``W`` and never trained: by default a parameter with ``requires_grad=False`` (as in the
+    official code, so NCSN++ and the tutorial U-Net list it among their parameters and
+    official checkpoints load key for key); with ``buffer=True`` a buffer (the MLP keeps it
+    there). Labels are cast to ``W``'s dtype and device. The two kinds also keep their own
+    order of the products, ``((x W) 2) pi`` as the official code and ``(2 pi x) W`` for the
+    MLP: they differ by float32 rounding only, and each keeps its saved models' outputs exact.
     """
 
-    def __init__(self, embedding_size: int = 256, scale: float = 1.0):
+    def __init__(self, embedding_size: int = 256, scale: float = 1.0, *, buffer: bool = False):
         super().__init__()
-        self.W = nn.Parameter(torch.randn(embedding_size) * scale, requires_grad=False)
+        W = torch.randn(embedding_size) * scale
+        self.buffer = buffer
+        if buffer:
+            self.register_buffer("W", W)
+        else:
+            self.W = nn.Parameter(W, requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        # Same association as the official code: ((x W) 2) pi; the phases reach hundreds of radians.
-        x_proj = x[:, None] * self.W[None, :] * 2 * math.pi
+        """Features ``(B, 2 * embedding_size)`` of the labels ``x`` ``(B,)``."""
+        x = x[:, None].to(self.W)
+        # The phases reach hundreds of radians, so the order of the products shows in float32.
+        x_proj = (
+            2 * math.pi * x * self.W[None, :] if self.buffer else x * self.W[None, :] * 2 * math.pi
+        )
         return torch.cat([torch.sin(x_proj), torch.cos(x_proj)], dim=-1)
 
 

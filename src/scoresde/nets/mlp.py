@@ -7,16 +7,16 @@ before every hidden layer's activation, so each layer sees the time.
 
 The frequencies are a buffer: saved in the state dict, never trained. A small ``fourier_scale``
 keeps the network smooth in t (the probability-flow ODE then needs fewer steps); the labels fed to
-it here are ``t`` in ``[0, 1]`` (see ``scoresde.score.LABELS``).
+it here are ``t`` in ``[0, 1]`` (see ``scoresde.core.score.LABELS``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
+
+from .layers import GaussianFourierProjection
 
 __all__ = ["MLP", "MLPConfig", "GaussianFourierProjection"]
 
@@ -30,23 +30,6 @@ class MLPConfig:
     depth: int = 3
     embed_dim: int = 64
     fourier_scale: float = 4.0
-
-
-class GaussianFourierProjection(nn.Module):
-    """Random Fourier features ``[sin(2 pi W t), cos(2 pi W t)]`` of a label, W ~ N(0, scale^2)."""
-
-    def __init__(self, embed_dim: int, scale: float):
-        super().__init__()
-        if embed_dim < 2 or embed_dim % 2:
-            raise ValueError(f"embed_dim must be an even number >= 2, got {embed_dim}")
-        if not scale > 0:
-            raise ValueError(f"fourier_scale must be > 0, got {scale}")
-        self.register_buffer("W", torch.randn(embed_dim // 2) * scale)
-
-    def forward(self, t: Tensor) -> Tensor:
-        """Features ``(B, embed_dim)`` of the labels ``t`` ``(B,)``."""
-        proj = 2 * math.pi * t[:, None].to(self.W) * self.W[None, :]
-        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
 
 
 class MLP(nn.Module):
@@ -74,8 +57,12 @@ class MLP(nn.Module):
         for name, v in (("dim", dim), ("hidden", hidden), ("depth", depth)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"MLP {name} must be a positive integer, got {v!r}")
+        if embed_dim < 2 or embed_dim % 2:
+            raise ValueError(f"embed_dim must be an even number >= 2, got {embed_dim}")
+        if not fourier_scale > 0:
+            raise ValueError(f"fourier_scale must be > 0, got {fourier_scale}")
         self.config = MLPConfig(dim, hidden, depth, embed_dim, float(fourier_scale))
-        self.embed = GaussianFourierProjection(embed_dim, fourier_scale)
+        self.embed = GaussianFourierProjection(embed_dim // 2, fourier_scale, buffer=True)
         self.temb = nn.Sequential(nn.Linear(embed_dim, hidden), nn.SiLU())
         widths = [dim] + [hidden] * depth
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))

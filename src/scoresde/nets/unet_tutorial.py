@@ -3,7 +3,7 @@
 Four conv / GroupNorm / swish stages down (strides 1, 2, 2, 2), three transposed-conv stages up with
 skip connections by concatenation, and a time embedding added as a per-channel bias at every stage.
 The output is the raw network output: the tutorial's division by sigma(t) is the ``scaled``
-parameterization of :class:`scoresde.score.ScoreModel` (label ``t``), not part of the network.
+parameterization of :class:`scoresde.core.score.ScoreModel` (label ``t``), not part of the network.
 
 Two options address what was seen training it on MNIST (DESIGN section 4):
 

@@ -20,17 +20,19 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import typing
 import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..core.score import ScoreModel
 from ..data.arrays import Standardizer
-from .config import Config, ConfigError, build_score_model, config_from_dict
+from .config import SECTIONS, Config, ConfigError, build_score_model, config_from_dict
 
 __all__ = [
     "CheckpointError",
@@ -131,12 +133,52 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def _config(d: dict) -> Config | dict:
-    """The checkpoint's config as a :class:`Config`, or the raw dict if it has foreign keys."""
+# Keys of the data section that sampling and likelihoods need: the shape and the model space.
+_DATA_KEEP = ("shape", "scale", "shift", "centered")
+
+
+def _known_keys(d: dict) -> dict:
+    """The sections and keys of ``d`` that :class:`Config` has; official image keys mapped.
+
+    A data section written before :class:`~scoresde.data.DataConfig` had a key may hold
+    ``image_size`` and ``num_channels`` (the official names): they become ``shape``.
+    """
+    out = {}
+    for name, cls in SECTIONS.items():
+        section = d.get(name)
+        if not isinstance(section, Mapping):
+            continue
+        section = dict(section)
+        if name == "data" and "shape" not in section and "image_size" in section:
+            size = section["image_size"]
+            section["shape"] = [section.get("num_channels", 3), size, size]
+        fields = typing.get_type_hints(cls)
+        out[name] = {k: v for k, v in section.items() if k in fields}
+    return out
+
+
+def _config(d: Any) -> Config:
+    """The checkpoint's config as a :class:`Config`, whatever version of this library wrote it.
+
+    Foreign sections and keys are dropped (official data keys mapped, :func:`_known_keys`); if
+    what is left still does not validate, only ``sde``, ``model`` and the data keys sampling and
+    likelihoods need (shape, scale, shift, centered) are kept.
+    """
+    if not isinstance(d, Mapping):
+        raise CheckpointError(f"checkpoint config is a {type(d).__name__}, not a mapping")
     try:
-        return config_from_dict(d)
+        return config_from_dict(dict(d))
     except ConfigError:
-        return d
+        known = _known_keys(d)
+    try:
+        return config_from_dict(known)
+    except ConfigError:
+        data = {k: v for k, v in known.get("data", {}).items() if k in _DATA_KEEP}
+        essential = {"sde": known.get("sde"), "model": known.get("model"), "data": data}
+    try:
+        return config_from_dict(essential)
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint config is not a valid configuration: {e}") from None
 
 
 def _listed(keys: list[str], few: int = 4) -> str:
@@ -144,14 +186,19 @@ def _listed(keys: list[str], few: int = 4) -> str:
 
 
 def check_state_dict(
-    state: Mapping[str, Tensor], expected: Mapping[str, Tensor], what: str
+    state: Mapping[str, Tensor],
+    expected: Mapping[str, Tensor],
+    what: str,
+    hint: str = "another architecture or other model.params?",
 ) -> None:
     """Raise one :class:`CheckpointError` unless ``state`` has exactly the keys and shapes of
     ``expected`` (a model's ``state_dict()``, or its named parameters for EMA weights).
 
-    The one-line message counts and names a few of each kind of mismatch: keys the model needs
-    that ``state`` lacks (missing), keys it has that the model does not (unexpected), and keys
-    of both with other shapes (checkpoint shape vs model shape). Never loads anything partially.
+    The one check of weights against a model, for this library's checkpoints and official ones
+    alike. The one-line message (``what`` and ``hint`` begin it) counts and names a few of each
+    kind of mismatch: keys the model needs that ``state`` lacks (missing), keys it has that the
+    model does not (unexpected), and keys of both with other shapes (checkpoint shape vs model
+    shape). Never loads anything partially.
     """
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -163,10 +210,7 @@ def check_state_dict(
     kinds = (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", shapes))
     problems = [f"{len(keys)} {kind}: {_listed(keys)}" for kind, keys in kinds if keys]
     if problems:
-        raise CheckpointError(
-            f"{what} do not fit this model (another architecture or other model.params?): "
-            + "; ".join(problems)
-        )
+        raise CheckpointError(f"{what} do not fit this model ({hint}): " + "; ".join(problems))
 
 
 def model_from_checkpoint(
@@ -209,12 +253,13 @@ def model_from_checkpoint(
 
 def load_model(
     workdir: str | Path, ema: bool = True, config: Config | None = None
-) -> tuple[ScoreModel, Config | dict, Standardizer | None]:
+) -> tuple[ScoreModel, Config, Standardizer | None]:
     """``(score model, config, standardizer)`` from ``<workdir>/checkpoint.pt`` (or a file path).
 
     The model is on the CPU in eval mode, with the EMA weights unless ``ema=False``. The config is
-    a :class:`Config`, or the raw dict for converted checkpoints with foreign sections. Samples in
-    model units map back to data units with ``standardizer.inverse`` (``None``: no scaling).
+    always a :class:`Config`; for a checkpoint written with foreign keys (an older converted one)
+    those are mapped or dropped, keeping the data shape and model space (:func:`_config`). Samples
+    in model units map back to data units with ``standardizer.inverse`` (``None``: no scaling).
     ``config``: build this config's model instead of the checkpoint's (see
     :func:`model_from_checkpoint`); the returned config is still the checkpoint's.
     """

@@ -18,7 +18,6 @@ import copy
 import dataclasses
 import inspect
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +26,14 @@ from typing import Any
 import torch
 import yaml
 
+from ..core.checks import lookup
 from ..core.losses import REDUCTIONS, WEIGHTINGS
 from ..core.score import LABELS, PARAMETERIZATIONS, ScoreModel
 from ..core.sde import SDE, VESDE, VPSDE, SubVPSDE
-from ..data.arrays import TOY
+from ..data import IMAGE_DATASETS, SCALING, TOY, is_image_path
+from ..data.spec import DataConfig
+from ..nets import NETS, build_net, net_params
+from ..nets.params import coerce
 
 __all__ = [
     "ConfigError",
@@ -83,35 +86,6 @@ class ModelConfig:
     parameterization: str = "noise"
     label: str = "t"
     params: dict = field(default_factory=dict)
-
-
-@dataclass
-class DataConfig:
-    """A toy set by ``name`` (``scoresde.data.TOY``), an image set by ``name``
-    (``scoresde.images.IMAGE_DATASETS``) or a user's ``.npy`` / ``.csv`` at ``path``.
-
-    A ``path`` wins over a ``name`` (validation sets ``name`` to ``"file"``); ``n_train`` and
-    ``n_test`` size toy sets and take the first images of each image split, ``test_fraction``
-    splits a file; ``shape`` is filled in from the data (a preset that sets it rejects data of
-    another shape). Images: ``data_dir`` says where named sets live, ``centered`` picks model space
-    [-1, 1] instead of [0, 1], ``flip`` mirrors training images at random; ``scale`` and ``shift``
-    (model space ``y = scale * u + shift``, ``u`` in [0, 1]) are derived from ``centered``, and
-    ``standardize`` is turned off.
-    """
-
-    name: str = "swissroll"
-    path: str | None = None
-    n_train: int = 10000
-    n_test: int = 2000
-    test_fraction: float = 0.1
-    standardize: bool = True
-    seed: int = 0
-    shape: list[int] | None = None
-    data_dir: str | None = None
-    centered: bool = False
-    flip: bool = False
-    scale: float | None = None
-    shift: float | None = None
 
 
 @dataclass
@@ -206,54 +180,13 @@ SECTIONS: dict[str, type] = {
 
 
 # ---- value types ------------------------------------------------------------------------------
-def _type_name(tp) -> str:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
-
-
-def _as_number(value: Any) -> float | None:
-    """A real number from YAML (PyYAML reads ``1e-3`` as a string), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _coerce(value: Any, tp, key: str) -> Any:
-    """``value`` converted to the field type ``tp``, or ConfigError naming key, value and type."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(tp):
-            return None
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _coerce(value, inner[0], key) if len(inner) == 1 else value
-    ok, out = False, value
-    if tp is float:
-        num = _as_number(value)
-        ok, out = num is not None, None if num is None else float(num)
-    elif tp is int:
-        num = _as_number(value)
-        ok = num is not None and math.isfinite(num) and float(num).is_integer()
-        out = int(num) if ok else value
-    elif tp is bool or tp is str:
-        ok = isinstance(value, tp)
-    elif origin is list:
-        (item,) = typing.get_args(tp)
-        ok = isinstance(value, list | tuple)
-        out = [_coerce(v, item, key) for v in value] if ok else value
-    elif tp is dict:
-        ok = isinstance(value, dict)
-        out = dict(value) if ok else value
-    if not ok:
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    return out
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` converted to the field type ``tp`` (:func:`scoresde.nets.params.coerce`, numeric
+    strings accepted as YAML writes them), or ConfigError naming key, value and type."""
+    try:
+        return coerce(value, tp, strings=True)
+    except TypeError as e:
+        raise ConfigError(f"{key}: {e}") from None
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -277,19 +210,16 @@ def _section_from_dict(name: str, d: Any) -> Any:
 
 # ---- validation of names and ranges -----------------------------------------------------------
 def _choice(key: str, value: str, valid) -> None:
-    if value not in valid:
-        raise ConfigError(f"{key}: {value!r} is not one of: {', '.join(sorted(valid))}")
+    """ConfigError ``unknown <key> 'value' (did you mean ...); valid: a, b`` (sorted)."""
+    try:
+        lookup(dict.fromkeys(valid), value, key, callables=False, sort=True)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check(key: str, ok: bool, value: Any, need: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {value!r} is invalid; need {need}")
-
-
-def _net_names() -> list[str]:
-    from .. import nets
-
-    return sorted(nets.NETS)
 
 
 def _sampler_tables() -> tuple[dict, dict]:
@@ -323,35 +253,27 @@ def _ode_methods() -> list[str]:
     return list(ode.METHODS)
 
 
-def _image_names() -> list[str]:
-    from ..data.images import IMAGE_DATASETS
-
-    return sorted(IMAGE_DATASETS)
-
-
 def _image_scaling(d: DataConfig) -> None:
     """Image sets and image paths (a folder or ``.npz``): ``scale``, ``shift`` from ``centered``
     and no standardizer (else kept as given, e.g. a converted checkpoint's)."""
-    from ..data.arrays import is_image_path
-    from ..data.images import SCALING
-
-    if d.name in _image_names() or (d.path is not None and is_image_path(d.path)):
+    if d.name in IMAGE_DATASETS or (d.path is not None and is_image_path(d.path)):
         d.scale, d.shift = SCALING[bool(d.centered)]
         d.standardize = False
 
 
-def validate(cfg: Config) -> Config:
-    """Check every name against its table and every number against its range; return ``cfg``."""
-    _choice("sde.name", cfg.sde.name, SDES)
-    try:
-        build_sde(cfg.sde)
-    except ValueError as e:
-        raise ConfigError(f"sde: {e}") from None
-    m, d, tr, s = cfg.model, cfg.data, cfg.train, cfg.sample
-    _choice("model.name", m.name, _net_names())
-    _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
-    _choice("model.label", m.label, LABELS)
-    _choice("data.name", d.name, [*TOY, *_image_names(), "file"])
+def _model_params(m: ModelConfig) -> None:
+    """Coerce the values of ``model.params`` that the network declares to their types.
+
+    Unknown and missing keys are left to :func:`build_score_model`, which names them.
+    """
+    spec = net_params(NETS[m.name])
+    for k, v in m.params.items():
+        if k in spec:
+            m.params[k] = _coerce(v, spec[k][0], f"model.params.{k}")
+
+
+def _validate_data(d: DataConfig) -> None:
+    _choice("data.name", d.name, [*TOY, *IMAGE_DATASETS, "file"])
     if d.path is not None:
         d.name = "file"  # a path wins over a toy name; say so in the saved config
     _image_scaling(d)
@@ -359,6 +281,9 @@ def validate(cfg: Config) -> Config:
     _check("data.n_train", d.n_train >= 1, d.n_train, ">= 1")
     _check("data.n_test", d.n_test >= 1, d.n_test, ">= 1")
     _check("data.test_fraction", 0 < d.test_fraction < 1, d.test_fraction, "0 < value < 1")
+
+
+def _validate_train(tr: TrainConfig) -> None:
     for k in ("steps", "warmup", "eval_every", "ckpt_every", "sample_every"):
         _check(f"train.{k}", getattr(tr, k) >= 0, getattr(tr, k), ">= 0 (0 turns it off)")
     _check("train.batch_size", tr.batch_size >= 1, tr.batch_size, ">= 1")
@@ -374,6 +299,9 @@ def validate(cfg: Config) -> Config:
         torch.device(tr.device)
     except RuntimeError:
         raise ConfigError(f"train.device: {tr.device!r} is not a device (cpu, cuda, mps)") from None
+
+
+def _validate_sample(s: SampleConfig) -> None:
     _choice("sample.sampler", s.sampler, _sampler_names())
     predictors, correctors = _sampler_tables()
     _choice("sample.predictor", s.predictor, predictors)
@@ -386,6 +314,27 @@ def validate(cfg: Config) -> Config:
     if s.sampler == "ode" and s.method is not None:
         _choice("sample.method", s.method, _ode_methods())
     _check_sampler_options(s)
+
+
+def validate(cfg: Config) -> Config:
+    """Check every name against its table and every number against its range; return ``cfg``.
+
+    The values of ``model.params`` that the network declares are coerced to their types, as the
+    fields of the sections are.
+    """
+    _choice("sde.name", cfg.sde.name, SDES)
+    try:
+        build_sde(cfg.sde)
+    except ValueError as e:
+        raise ConfigError(f"sde: {e}") from None
+    m = cfg.model
+    _choice("model.name", m.name, NETS)
+    _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
+    _choice("model.label", m.label, LABELS)
+    _model_params(m)
+    _validate_data(cfg.data)
+    _validate_train(cfg.train)
+    _validate_sample(cfg.sample)
     return cfg
 
 
@@ -484,9 +433,7 @@ def build_sde(cfg: SDEConfig) -> SDE:
 
 
 def _net_accepts(name: str, arg: str) -> bool:
-    from .. import nets
-
-    return arg in nets.net_params(nets.NETS[name])
+    return arg in net_params(NETS[name])
 
 
 def with_data_shape(cfg: Config, shape: tuple[int, ...] | list[int]) -> Config:
@@ -503,8 +450,6 @@ def with_data_shape(cfg: Config, shape: tuple[int, ...] | list[int]) -> Config:
 
 def build_score_model(cfg: Config) -> ScoreModel:
     """``ScoreModel(build_net(model.name, model.params), build_sde(sde), ...)`` on the CPU."""
-    from ..nets import build_net
-
     try:
         net = build_net(cfg.model.name, dict(cfg.model.params))
     except (TypeError, ValueError) as e:
