@@ -62,6 +62,25 @@ def test_sample_is_reproducible_by_seed(run, tmp_path):
     assert not np.array_equal(np.load(a), np.load(c))
 
 
+def test_sampler_flags_read_the_one_table(run, tmp_path, capsys):
+    from scoresde.samplers import SAMPLERS
+
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    assert "{" + ",".join(SAMPLERS) + "}" in capsys.readouterr().out
+    common = ["sample", "--workdir", str(run), "--sampler", "dpm_solver", "--steps", "6",
+              "--order", "2", "--n", "8", "--device", "cpu"]  # fmt: skip
+    a, b, c, d = (tmp_path / f"{k}.npy" for k in "abcd")
+    assert main([*common, "--dpm-method", "multistep", "--out", str(a)]) == 0
+    assert main([*common, "--method", "multistep", "--out", str(b)]) == 0
+    assert main([*common, "--out", str(c)]) == 0  # the sampler's own default: singlestep
+    # a flag the chosen sampler does not take is not passed to it (--lam is the lambda family's)
+    assert main([*common, "--lam", "0.5", "--out", str(d)]) == 0
+    assert np.array_equal(np.load(a), np.load(b))
+    assert not np.array_equal(np.load(a), np.load(c))
+    assert np.array_equal(np.load(c), np.load(d))
+
+
 def test_likelihood_json(run, tmp_path):
     out = tmp_path / "ll.json"
     assert main(["likelihood", "--workdir", str(run), "--n", "50", "--out", str(out),

@@ -18,10 +18,10 @@ from conftest import DATA, require
 from PIL import Image
 
 import scoresde as sd
+from scoresde import data as images
 from scoresde.app.cli import main
 from scoresde.core.sde import bcast
-from scoresde.data import images
-from scoresde.data.arrays import images_to_model
+from scoresde.data import images_to_model
 from scoresde.training.checkpoint import (
     CheckpointError,
     load_checkpoint,

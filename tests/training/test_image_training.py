@@ -18,7 +18,7 @@ from conftest import DATA, TESTDATA, require
 from PIL import Image
 
 from scoresde.app.cli import main
-from scoresde.data.arrays import images_to_model, load_data
+from scoresde.data import images_to_model, load_data
 from scoresde.training.config import ConfigError, apply_overrides, build_sde, load_config
 from scoresde.training.loop import train
 

@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from scoresde.data.arrays import toy_mixture
+from scoresde.data import toy_mixture
 from scoresde.training.checkpoint import load_checkpoint, load_model
 from scoresde.training.config import apply_overrides, config_to_dict, load_config
-from scoresde.training.loop import TrainingError, sample_model, train
+from scoresde.training.evaluate import sample_model
+from scoresde.training.loop import Run, TrainingError, setup, train
 
 TINY = [
     "model.params.hidden=16", "model.params.depth=2", "model.params.embed_dim=8",
@@ -81,6 +82,20 @@ def test_smoke_files_metrics_samples(tmp_path):
     assert state["standardizer"] is not None
     x = np.load(tmp_path / "samples_30.npy")
     assert x.shape == (50, 2) and np.isfinite(x).all()
+
+
+def test_setup_builds_the_run_and_train_is_public(tmp_path):
+    import scoresde as sd
+
+    assert sd.train is train and "train" in sd.__all__
+    run = setup(tiny("train.steps=10"), tmp_path)
+    assert isinstance(run, Run) and run.start_step == 0 and run.saved_step is None
+    assert run.model.training and not run.ema_model.training and not run.images
+    assert run.train_x.shape == (512, 2) and run.test_x.shape == (128, 2)
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "metrics.csv").is_file()
+    train(tiny("train.steps=10"), tmp_path)
+    again = setup(None, tmp_path, resume=True)
+    assert again.start_step == again.saved_step == 10
 
 
 def test_resume_in_process_is_exact(tmp_path):
@@ -181,7 +196,7 @@ def test_quality_on_gaussian_mixture(tmp_path):
     se = math.hypot(lp_samples.std().item() / math.sqrt(2000), se_H)
     assert abs(lp_samples.mean().item() + H) < 0.35 + 3 * se
 
-    from scoresde.data.arrays import load_data
+    from scoresde.data import load_data
 
     _, test, _ = load_data(cfg.data)  # held out, data units
     test = test[:500]

@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 
 from scoresde.app.cli import main
-from scoresde.data.arrays import images_to_model, load_data
+from scoresde.data import images_to_model, load_data
 from scoresde.training.checkpoint import load_model
 from scoresde.training.config import config_from_dict
-from scoresde.training.loop import eval_bpd, train
+from scoresde.training.evaluate import mean_test_bpd
+from scoresde.training.loop import train
 
 
 def _digits_cfg(steps: int, **train_kw):
@@ -62,7 +63,7 @@ def test_logged_bpd_is_the_ema_model_on_the_fixed_test_images(run):
     _, test, _ = load_data(cfg.data)
     g = torch.Generator().manual_seed(cfg.train.seed + 1)  # train's evaluation seed offset
     y = images_to_model(test, cfg.data, g)[: cfg.train.bpd_n]
-    again = eval_bpd(model.eval(), y, cfg)
+    again = mean_test_bpd(model.eval(), y, cfg)
     logged = float(_rows(run / "metrics.csv")[-1]["test_bpd"])
     # Same weights, images, probe and solver: equal up to float32 round-off in the ODE solve.
     assert again == pytest.approx(logged, rel=1e-4)

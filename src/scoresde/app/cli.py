@@ -1,14 +1,16 @@
-"""The ``scoresde`` command line: parses, builds, calls. No mathematics here.
+"""The ``scoresde`` command line: each verb parses, builds, calls, prints. No mathematics here.
 
-Verbs: ``train``, ``sample``, ``likelihood``, ``demo``, ``convert``, ``info``. A user error (bad
-name, missing file, corrupt checkpoint, config typo) ends with exit code 2 and one line on stderr.
+Verbs: ``train``, ``sample``, ``likelihood``, ``demo``, ``plot``, ``convert``, ``info``, ``tune``.
+Sampling and likelihoods go through :mod:`scoresde.training.evaluate`; ``--sampler`` names an
+entry of :data:`scoresde.samplers.SAMPLERS`, and each sampler flag given reaches the sampler when
+it takes that option. A user error (bad name, missing file, corrupt checkpoint, config typo) ends
+with exit code 2 and one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -18,28 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["main", "SAMPLERS"]
-
-
-# ---- samplers by name: name -> (function, CLI options it takes) --------------------------------
-def _samplers() -> dict[str, tuple[Callable, tuple[str, ...]]]:
-    from ..samplers import fast as fs
-    from ..samplers import pc as s
-
-    return {
-        "pc": (s.sample_pc, ("predictor", "corrector", "snr", "steps", "corrector_steps", "eps")),
-        "ode": (s.sample_ode, ("method", "rtol", "atol", "steps", "eps", "denoise")),
-        "heun": (fs.sample_heun, ("steps", "eps", "churn", "rho", "denoise")),
-        "dpm_solver": (
-            fs.sample_dpm_solver,
-            ("steps", "order", "eps", "grid", "denoise", "dpm_method:method"),
-        ),
-        "adaptive": (fs.sample_adaptive, ("rtol", "atol", "eps", "denoise")),
-        "lambda": (fs.sample_lambda, ("lam", "steps", "eps", "denoise")),
-    }
-
-
-SAMPLERS = ("pc", "ode", "heun", "dpm_solver", "adaptive", "lambda")
+__all__ = ["main", "build_parser"]
 
 
 def _pick_device(name: str) -> torch.device:
@@ -60,31 +41,65 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False, disable=None)
 
 
-# ---- verbs -------------------------------------------------------------------------------------
-def cmd_train(args: argparse.Namespace) -> int:
-    from ..data.images import IMAGE_DATASETS, ensure_downloaded
-    from ..training.config import apply_overrides, dump_yaml, load_config
-    from ..training.loop import train
+def _advance(bar) -> Callable[[int, int], None]:
+    """A ``callback(done, total)`` that moves ``bar`` to ``done``."""
+    shown = [0]
 
-    cfg = load_config(args.config)
+    def callback(done: int, total: int) -> None:
+        bar.update(done - shown[0])
+        shown[0] = done
+
+    return callback
+
+
+def _load_run(workdir: str, device: str, ema: bool = True):
+    """``(world, model on its device in eval mode, config, standardizer)`` of a run folder."""
+    from ..training import distributed
+    from ..training.checkpoint import load_model
+
+    d = distributed.init(device=_pick_device(device))  # one process without torchrun
+    model, cfg, standardizer = load_model(workdir, ema=ema)
+    return d, model.to(d.device).eval(), cfg, standardizer
+
+
+# ---- verbs -------------------------------------------------------------------------------------
+def _train_config(args: argparse.Namespace):
+    """The run's config: the preset or file, ``--data-dir`` / ``--data``, then every ``--set``."""
+    from ..training.config import apply_overrides, load_config
+
     sets = list(args.set)
     if args.data_dir:  # JSON strings are YAML strings: the path is never read as a number
         sets.append(f"data.data_dir={json.dumps(args.data_dir)}")
     if args.data:
         sets.append(f"data.path={json.dumps(args.data)}")
-    cfg = apply_overrides(cfg, sets)  # an image folder / .npz gets its scaling in validation
+    return apply_overrides(load_config(args.config), sets)  # an image folder / .npz: its scaling
+
+
+def _download(cfg) -> str:
+    """Fetch the run's named image data set unless it is present; what happened, in words."""
+    from ..data import IMAGE_DATASETS, ensure_downloaded
+
+    name = cfg.data.name
+    if cfg.data.path is not None or name not in IMAGE_DATASETS:
+        raise ValueError(
+            f"--download fetches a named image data set ({', '.join(sorted(IMAGE_DATASETS))}); "
+            f"this run reads {cfg.data.path or name!r}"
+        )
+    where = ensure_downloaded(name, cfg.data.data_dir)
+    return f"data set {name!r}: " + (f"downloaded into {where}" if where else "found")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``scoresde train``: resolve the config, train with a progress bar, print the result."""
+    from ..training.config import dump_yaml
+    from ..training.loop import train
+
+    cfg = _train_config(args)
     if args.dry_run:
         print(dump_yaml(cfg), end="")
         return 0
     if args.download:
-        name = cfg.data.name
-        if cfg.data.path is not None or name not in IMAGE_DATASETS:
-            raise ValueError(
-                f"--download fetches a named image data set ({', '.join(sorted(IMAGE_DATASETS))}); "
-                f"this run reads {cfg.data.path or name!r}"
-            )
-        where = ensure_downloaded(name, cfg.data.data_dir)
-        print(f"data set {name!r}: " + (f"downloaded into {where}" if where else "found"))
+        print(_download(cfg))
     bar = _progress(cfg.train.steps, "train")
 
     def on_step(step: int, metrics: dict) -> None:
@@ -106,33 +121,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampler_options(args: argparse.Namespace) -> dict:
+    """The sampler flags given on the command line that the chosen sampler takes."""
+    from ..samplers import sampler_options
+
+    given = {k: getattr(args, k) for k in args.sampler_flags if getattr(args, k) is not None}
+    return {k: v for k, v in given.items() if k in sampler_options(args.sampler)}
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    from ..training import distributed
-    from ..training.checkpoint import load_model
+    """``scoresde sample``: draw ``--n`` samples in chunks, write them (rank 0), print the NFE."""
+    from ..training.evaluate import draw_samples
     from ..viz import plots
 
-    d = distributed.init(device=_pick_device(args.device))  # one process without torchrun
-    device = d.device
-    model, cfg, standardizer = load_model(args.workdir, ema=not args.no_ema)
-    model = model.to(device).eval()
-    fn, takes = _samplers()[args.sampler]
-    # "cli_name:kwarg" renames an option whose flag differs from the sampler's argument.
-    pairs = [k.split(":") if ":" in k else (k, k) for k in takes]
-    opts = {kw: getattr(args, a) for a, kw in pairs if getattr(args, a) is not None}
-    shape, sizes = _data_shape(cfg), distributed.chunk_sizes(args.n, args.chunk)
-    t0 = time.perf_counter()
-    parts, nfe = [], 0
-    with torch.no_grad():  # chunk k from seed + k: the same samples for any number of processes
-        for k in distributed.shard(len(sizes), d):
-            g = torch.Generator(device=device).manual_seed(args.seed + k)
-            xk, nfe_k = fn(
-                model.sde, model.score_fn, (sizes[k], *shape), generator=g, device=device, **opts
-            )
-            parts.append(xk)
-            nfe = max(nfe, int(nfe_k))
-    empty = torch.empty((0, *shape), device=device)
-    x = distributed.gather_chunks(parts, sizes, d, empty)
-    nfe = int(distributed.all_reduce(torch.tensor(nfe, device=device), d, "max"))
+    d, model, cfg, standardizer = _load_run(args.workdir, args.device, ema=not args.no_ema)
+    options, shape, t0 = _sampler_options(args), _data_shape(cfg), time.perf_counter()
+    x, nfe = draw_samples(
+        model, shape, args.n, sampler=args.sampler, chunk=args.chunk, seed=args.seed, dist=d,
+        **options,
+    )  # fmt: skip
     wall = time.perf_counter() - t0
     if not d.is_main:  # rank 0 writes
         return 0
@@ -141,102 +148,64 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     picture = _save_samples(x, out, plots)
     print(f"wrote {out} ({args.n} samples, shape {tuple(x.shape[1:])}) and {picture}")
-    split = f" ({len(sizes)} chunks, {d.world} processes)" if d.active else ""
+    chunks = -(-args.n // args.chunk)
+    split = f" ({chunks} chunks, {d.world} processes)" if d.active else ""
     print(f"sampler={args.sampler} nfe={nfe} time={wall:.2f}s{split}")
     return 0
 
 
+def _likelihood_data(path: str | None, cfg, n: int | None) -> torch.Tensor:
+    """``--data`` (an image folder / .npz at the model's image shape, or an array file), else
+    the run's test split; its first ``n`` examples."""
+    from ..data import is_image_path, load_array, load_data, load_image_path
+
+    if path and is_image_path(path):
+        x = load_image_path(path, cfg.data.shape, "test")
+    elif path:
+        x = load_array(path)
+    else:
+        _, x, _ = load_data(cfg.data)
+    return x if n is None else x[:n]
+
+
 def cmd_likelihood(args: argparse.Namespace) -> int:
-    from ..core.likelihood import bits_per_dim, log_likelihood
-    from ..data.arrays import images_to_model, is_image_path, load_array, load_data, load_image_path
-    from ..training import distributed
-    from ..training.checkpoint import load_model
+    """``scoresde likelihood``: NLL (and bits/dim of images) of a data set; JSON from rank 0."""
+    from ..training.evaluate import dataset_nll
 
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    d = distributed.init(device=_pick_device(args.device))  # one process without torchrun
-    device = d.device
-    model, cfg, standardizer = load_model(args.workdir, ema=True)
-    model = model.to(device).eval()
-    if args.data and is_image_path(args.data):  # a folder / .npz, at the model's image shape
-        x = load_image_path(args.data, cfg.data.shape, "test")
-    elif args.data:
-        x = load_array(args.data)
-    else:
-        _, x, _ = load_data(cfg.data)
-    if args.n is not None:
-        x = x[: args.n]
-    images = x.dtype == torch.uint8
-    divergence = args.divergence or ("rademacher" if images else "exact")
-    log_det = float(standardizer.log_det()) if standardizer is not None else 0.0
-    g_deq = torch.Generator().manual_seed(args.seed)  # dequantization noise, on the CPU
-    R, nfes = args.repeats, 0
-    nll = torch.zeros(len(x), dtype=torch.float64)
-    bar = _progress(len(x) * R, "likelihood")
-    for r in range(R):  # each repeat: fresh dequantization noise (images) and probes
-        if images:  # uniform dequantization u = (x + U) / 256, then model space scale * u + shift
-            y = images_to_model(x, cfg.data, generator=g_deq)
-        else:
-            y = standardizer.forward(x) if standardizer is not None else x
-        batches, logps = torch.split(y, args.batch_size), []
-        for k in distributed.shard(len(batches), d):  # batch k of repeat r: probes from its seed
-            g = torch.Generator(device=device).manual_seed(args.seed + r * len(batches) + k)
-            batch = batches[k]
-            lp, _, nfe = log_likelihood(
-                model.sde,
-                model.score_fn,
-                batch.to(device=device, dtype=torch.float32),
-                divergence=divergence,
-                rtol=args.rtol,
-                atol=args.atol,
-                eps=args.eps,
-                generator=g,
-            )
-            logps.append(lp.double().cpu() + log_det)
-            nfes += nfe
-            bar.update(len(batch))
-        sizes, empty = [len(b) for b in batches], torch.empty(0, dtype=torch.float64)
-        logp = distributed.gather_chunks(logps, sizes, d, empty)  # every batch, in order
-        nll -= logp / R  # per-example mean over the R repeats
-    bar.close()
-    nfes = int(distributed.all_reduce(torch.tensor(nfes), d, "sum"))
+    d, model, cfg, standardizer = _load_run(args.workdir, args.device)
+    x = _likelihood_data(args.data, cfg, args.n)
+    bar = _progress(len(x) * args.repeats, "likelihood")
+    try:
+        nll = dataset_nll(
+            model, x, cfg.data, standardizer, divergence=args.divergence, repeats=args.repeats,
+            batch_size=args.batch_size, rtol=args.rtol, atol=args.atol, eps=args.eps,
+            seed=args.seed, dist=d, callback=_advance(bar),
+        )  # fmt: skip
+    finally:
+        bar.close()
     if not d.is_main:  # rank 0 writes
         return 0
-    n, D = len(nll), x[0].numel()
-    result = {
-        "nll": nll.mean().item(),
-        "nll_per_dim": nll.mean().item() / D,
-        "se": (nll.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
-        "median": nll.median().item(),
-        "n": n,
-        "repeats": R,
-        "divergence": divergence,
-        "nfe": nfes,
-    }
-    if images:  # bits/dim of the 8-bit data: DESIGN section 4, scale read from the config
-        bpd = bits_per_dim(-nll, x.shape, scale=cfg.data.scale)
-        result |= {
-            "bpd": bpd.mean().item(),
-            "bpd_se": (bpd.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
-            "bpd_median": bpd.median().item(),
-        }
+    result = nll.summary()
     out = Path(args.out) if args.out else Path(args.workdir) / "likelihood.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"nll = {result['nll']:.4f} ± {result['se']:.4f} nats "
-        f"({result['nll_per_dim']:.4f} per dim, median {result['median']:.4f}, n={n}, "
-        f"{divergence} divergence); wrote {out}"
+        f"({result['nll_per_dim']:.4f} per dim, median {result['median']:.4f}, "
+        f"n={result['n']}, {result['divergence']} divergence); wrote {out}"
     )
-    if images:
+    if "bpd" in result:
         print(
             f"bits/dim = {result['bpd']:.4f} ± {result['bpd_se']:.4f} "
-            f"(median {result['bpd_median']:.4f}, {R} dequantization draw(s) per image)"
+            f"(median {result['bpd_median']:.4f}, {nll.repeats} dequantization draw(s) per image)"
         )
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``scoresde demo``: the swiss-roll demo; prints its metrics."""
     from .demo import run_demo
 
     result = run_demo(args.out, steps=args.steps, n=args.n, seed=args.seed, log=print)
@@ -245,6 +214,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    """``scoresde plot``: redraw a run's training curves."""
     from ..viz.plots import training_curves
 
     metrics = Path(args.workdir) / "metrics.csv"
@@ -256,6 +226,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    """``scoresde convert``: an official checkpoint into a run folder."""
     from ..interop.official import convert_official
 
     out = convert_official(args.official, args.config, args.out, ema=not args.no_ema)
@@ -264,11 +235,29 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """``scoresde info``: the model summary of a run folder."""
     from ..interop.official import model_summary
     from ..training.checkpoint import load_model
 
     model, _, _ = load_model(args.workdir, ema=True)
     print(model_summary(model))
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """``scoresde tune``: run the search, print the best trial and the files written."""
+    from ..training.config import apply_overrides, load_config
+    from . import tune
+
+    tune.import_ray()  # before the config: without Ray, only the line saying how to install it
+    result = tune.tune(
+        apply_overrides(load_config(args.config), args.set), args.space, trials=args.trials,
+        scheduler=args.scheduler, metric=args.metric, address=args.address,
+        workdir=args.workdir, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, seed=args.seed,
+        max_concurrent=args.max_concurrent, log=print,
+    )  # fmt: skip
+    print("\n".join(tune.summary(result, args.metric)))
     return 0
 
 
@@ -306,6 +295,42 @@ def _save_samples(x: torch.Tensor, out: Path, plots) -> Path:
     else:
         return out
     return picture
+
+
+def _add_sampler_flags(s: argparse.ArgumentParser) -> None:
+    """The samplers' options; each reaches the chosen sampler when it takes it."""
+    from ..samplers import SAMPLERS
+
+    s.add_argument("--sampler", default="pc", choices=list(SAMPLERS))
+    flags = [
+        s.add_argument(
+            "--predictor", help="pc: euler_maruyama | reverse_diffusion | ancestral | none"
+        ),
+        s.add_argument("--corrector", help="pc: langevin | ald | none"),
+        s.add_argument("--snr", type=float, help="pc: signal-to-noise ratio of the corrector"),
+        s.add_argument("--corrector-steps", dest="corrector_steps", type=int),
+        s.add_argument(
+            "--steps", type=int, help="number of steps (pc, ode fixed grid, heun, dpm_solver)"
+        ),
+        s.add_argument(
+            "--method",
+            "--dpm-method",
+            dest="method",
+            help="ode: dopri5 | rk4 | euler | scipy-RK45 ...; dpm_solver: singlestep | multistep",
+        ),
+        s.add_argument("--rtol", type=float),
+        s.add_argument("--atol", type=float),
+        s.add_argument("--order", type=int, help="dpm_solver: 1, 2 or 3"),
+        s.add_argument("--grid", help="dpm_solver: logSNR | time_uniform | time_quadratic"),
+        s.add_argument("--churn", type=float, help="heun: stochastic churn"),
+        s.add_argument("--rho", type=float, help="heun: exponent of the EDM time grid (7)"),
+        s.add_argument(
+            "--lam", type=float, help="lambda: 0 = reverse SDE, 1 = probability-flow ODE"
+        ),
+        s.add_argument("--eps", type=float, help="last time of the reverse process"),
+        s.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None),
+    ]
+    s.set_defaults(sampler_flags=tuple(a.dest for a in flags))
 
 
 # ---- parser ------------------------------------------------------------------------------------
@@ -356,25 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a trained model")
     s.add_argument("--workdir", required=True, help="run folder holding checkpoint.pt")
-    s.add_argument("--sampler", default="pc", choices=SAMPLERS)
-    s.add_argument("--predictor", help="pc: euler_maruyama | reverse_diffusion | ancestral | none")
-    s.add_argument("--corrector", help="pc: langevin | ald | none")
-    s.add_argument("--snr", type=float, help="pc: signal-to-noise ratio of the corrector")
-    s.add_argument("--corrector-steps", dest="corrector_steps", type=int)
-    s.add_argument(
-        "--steps", type=int, help="number of steps (pc, ode fixed grid, heun, dpm_solver)"
-    )
-    s.add_argument("--method", help="ode: dopri5 | rk4 | euler | scipy-RK45 ...")
-    s.add_argument("--rtol", type=float)
-    s.add_argument("--atol", type=float)
-    s.add_argument("--order", type=int, help="dpm_solver: 1, 2 or 3")
-    s.add_argument("--grid", help="dpm_solver: logSNR | time_uniform | time_quadratic")
-    s.add_argument("--dpm-method", dest="dpm_method", help="dpm_solver: singlestep | multistep")
-    s.add_argument("--churn", type=float, help="heun: stochastic churn")
-    s.add_argument("--rho", type=float, help="heun: exponent of the EDM time grid (7)")
-    s.add_argument("--lam", type=float, help="lambda: 0 = reverse SDE, 1 = probability-flow ODE")
-    s.add_argument("--eps", type=float, help="last time of the reverse process")
-    s.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None)
+    _add_sampler_flags(s)
     s.add_argument(
         "--n",
         "--num-samples",
@@ -454,10 +461,29 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="summarise a model: parameters, SDE, parameterization")
     i.add_argument("--workdir", required=True)
     i.set_defaults(func=cmd_info)
-    from .tune import add_tune_parser  # the verb and its options live beside the search
-
-    add_tune_parser(sub)
+    _add_tune(sub)
     return p
+
+
+def _add_tune(sub) -> None:
+    from .tune import METRICS, SCHEDULERS
+
+    t = sub.add_parser("tune", help="hyperparameter search with Ray Tune")
+    t.add_argument("--config", required=True, help="preset name or path to a YAML file")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value before the search (repeatable)")  # fmt: skip
+    t.add_argument("--space", help="YAML: config key -> {loguniform|uniform|randint|choice|grid}")
+    t.add_argument("--trials", type=int, default=8, help="number of samples (Ray's num_samples)")
+    t.add_argument("--scheduler", default="asha", choices=SCHEDULERS)
+    t.add_argument("--metric", default="eval_loss", choices=tuple(METRICS))
+    t.add_argument("--address", help="Ray cluster: auto | HOST:PORT (default: start Ray here)")
+    t.add_argument("--workdir", default="runs/tune", help="results.csv, tune.png, best.yaml")
+    t.add_argument("--cpus-per-trial", dest="cpus_per_trial", type=float, default=1.0)
+    t.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, default=None)
+    t.add_argument("--seed", type=int, default=0, help="seed of the random search")
+    t.add_argument("--max-concurrent", dest="max_concurrent", type=int, default=None,
+                   help="at most this many trials at once (default: as cores allow)")  # fmt: skip
+    t.set_defaults(func=cmd_tune)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

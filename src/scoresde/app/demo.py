@@ -25,11 +25,11 @@ import torch
 
 from ..core.likelihood import log_likelihood
 from ..core.metrics import energy_distance
-from ..data.arrays import load_data
-from ..samplers.fast import sample_lambda
-from ..samplers.pc import sample_ode, sample_pc
+from ..data import load_data
+from ..samplers import sample_lambda, sample_ode, sample_pc
 from ..training.checkpoint import load_model
 from ..training.config import apply_overrides, load_config
+from ..training.evaluate import dataset_nll
 from ..training.loop import train
 from ..viz import plots
 
@@ -81,6 +81,51 @@ def _field(model, box, t_values) -> tuple[Callable, Callable]:
     return score, log_density
 
 
+def _pictures_of_samples(model, std, test: torch.Tensor, n: int, g: torch.Generator, out: Path):
+    """``samples.png``: held-out data beside PC and probability-flow ODE samples (data units)."""
+    with torch.no_grad():
+        y_pc, nfe_pc = sample_pc(model.sde, model.score_fn, (n, 2), generator=g)
+        y_ode, nfe_ode = sample_ode(model.sde, model.score_fn, (n, 2), generator=g)
+    x_pc, x_ode = std.inverse(y_pc), std.inverse(y_ode)
+    plots.clouds(
+        {
+            "held-out data": test.numpy(),
+            f"PC sampler ({nfe_pc} NFE)": x_pc.numpy(),
+            f"probability-flow ODE ({nfe_ode} NFE)": x_ode.numpy(),
+        },
+        out / "samples.png",
+        title="VP-SDE on the swiss roll",
+    )
+    return {
+        "energy_distance_pc": energy_distance(x_pc, test).item(),
+        "energy_distance_ode": energy_distance(x_ode, test).item(),
+        "nfe_pc": nfe_pc,
+        "nfe_ode": nfe_ode,
+    }
+
+
+def _pictures_of_paths(model, std, n: int, g: torch.Generator, out: Path) -> None:
+    """``trajectories.png`` (lambda = 0 and 1) and ``flow.gif`` (lambda = 1), in data units."""
+    p0 = _paths(model, min(n, 1000), 0.0, 500, 60, g)
+    p1 = _paths(model, min(n, 1000), 1.0, 500, 60, g)
+    unstd = lambda p: std.inverse(torch.as_tensor(p).reshape(-1, 2)).reshape(p.shape).numpy()
+    plots.trajectories(
+        {"λ = 0: reverse SDE": unstd(p0), "λ = 1: probability-flow ODE": unstd(p1)},
+        out / "trajectories.png",
+        n_lines=12,
+    )
+    labels = [f"t = {t:.2f}" for t in np.linspace(1.0, 0.0, len(p1))]
+    plots.animate_clouds(unstd(p1), out / "flow.gif", labels=labels)
+
+
+def _pictures_of_fields(model, std, test: torch.Tensor, out: Path) -> None:
+    """``field.png`` (score field and log p_t at ``FIELD_TIMES``) and ``loss.png``."""
+    box = plots.limits(std.forward(test).numpy(), pad=0.25)
+    score, log_density = _field(model, box, FIELD_TIMES)
+    plots.field_and_density(score, log_density, FIELD_TIMES, box, out / "field.png")
+    plots.loss_curves(out / "metrics.csv", out / "loss.png", keys=("train_loss", "test_loss"))
+
+
 def run_demo(
     out: str | Path = "runs/demo",
     steps: int | None = None,
@@ -106,57 +151,26 @@ def run_demo(
     test = test[:n]
     g = torch.Generator().manual_seed(seed)
     log("sampling (PC and ODE)")
-    with torch.no_grad():
-        y_pc, nfe_pc = sample_pc(model.sde, model.score_fn, (n, 2), generator=g)
-        y_ode, nfe_ode = sample_ode(model.sde, model.score_fn, (n, 2), generator=g)
-    x_pc, x_ode = std.inverse(y_pc), std.inverse(y_ode)
-    plots.clouds(
-        {
-            "held-out data": test.numpy(),
-            f"PC sampler ({nfe_pc} NFE)": x_pc.numpy(),
-            f"probability-flow ODE ({nfe_ode} NFE)": x_ode.numpy(),
-        },
-        out / "samples.png",
-        title="VP-SDE on the swiss roll",
-    )
-
+    sampled = _pictures_of_samples(model, std, test, n, g, out)
     log("trajectories (lambda = 0 and 1) and the animation")
-    p0 = _paths(model, min(n, 1000), 0.0, 500, 60, g)
-    p1 = _paths(model, min(n, 1000), 1.0, 500, 60, g)
-    unstd = lambda p: std.inverse(torch.as_tensor(p).reshape(-1, 2)).reshape(p.shape).numpy()
-    plots.trajectories(
-        {"λ = 0: reverse SDE": unstd(p0), "λ = 1: probability-flow ODE": unstd(p1)},
-        out / "trajectories.png",
-        n_lines=12,
-    )
-    labels = [f"t = {t:.2f}" for t in np.linspace(1.0, 0.0, len(p1))]
-    plots.animate_clouds(unstd(p1), out / "flow.gif", labels=labels)
-
+    _pictures_of_paths(model, std, n, g, out)
     log("score field and density")
-    y_test = std.forward(test)
-    box = plots._limits(y_test.numpy(), pad=0.25)
-    score, log_density = _field(model, box, FIELD_TIMES)
-    plots.field_and_density(score, log_density, FIELD_TIMES, box, out / "field.png")
-    plots.loss_curves(out / "metrics.csv", out / "loss.png", keys=("train_loss", "test_loss"))
-
+    _pictures_of_fields(model, std, test, out)
     log("test likelihood")
     m = min(len(test), 1000)
-    lp, _, nfe_ll = log_likelihood(
-        model.sde, model.score_fn, y_test[:m].float(), divergence="exact"
-    )
-    nll = -(lp.double() + float(std.log_det()))
+    nll = dataset_nll(model, test[:m], cfg.data, std, divergence="exact", batch_size=m)
     metrics = {
         "preset": PRESET,
         "train_steps": cfg.train.steps,
-        "test_nll": nll.mean().item(),
-        "test_nll_se": nll.std().item() / math.sqrt(m),
+        "test_nll": nll.nll.mean().item(),
+        "test_nll_se": nll.nll.std().item() / math.sqrt(m),
         "test_nll_n": m,
-        "energy_distance_pc": energy_distance(x_pc, test).item(),
-        "energy_distance_ode": energy_distance(x_ode, test).item(),
+        "energy_distance_pc": sampled["energy_distance_pc"],
+        "energy_distance_ode": sampled["energy_distance_ode"],
         "energy_distance_train_vs_test": _reference_distance(cfg, test),
-        "nfe_pc": nfe_pc,
-        "nfe_ode": nfe_ode,
-        "nfe_likelihood": nfe_ll,
+        "nfe_pc": sampled["nfe_pc"],
+        "nfe_ode": sampled["nfe_ode"],
+        "nfe_likelihood": nll.nfe,
         "train_seconds": round(t_train, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),
     }

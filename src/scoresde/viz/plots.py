@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "limits",
     "clouds",
     "trajectories",
     "field_and_density",
@@ -35,7 +36,9 @@ def _plt():
     return plt
 
 
-def _limits(*arrays: np.ndarray, pad: float = 0.1) -> tuple[float, float, float, float]:
+def limits(*arrays: np.ndarray, pad: float = 0.1) -> tuple[float, float, float, float]:
+    """``(x_lo, x_hi, y_lo, y_hi)``: the 0.5-99.5 percentile box of the first two coordinates of
+    the points of ``arrays``, widened by ``pad`` times its size on each side."""
     a = np.concatenate([np.asarray(x)[:, :2] for x in arrays])
     lo, hi = np.percentile(a, 0.5, axis=0), np.percentile(a, 99.5, axis=0)
     span = hi - lo
@@ -50,7 +53,7 @@ def clouds(panels: dict[str, np.ndarray], path: str | Path, title: str = "") -> 
     dim = next(iter(arrays.values())).shape[1]
     fig, axes = plt.subplots(1, len(arrays), figsize=(3.4 * len(arrays), 3.4), squeeze=False)
     if dim >= 2:
-        box = _limits(*arrays.values())
+        box = limits(*arrays.values())
     else:
         lo = min(np.percentile(a, 0.5) for a in arrays.values())
         hi = max(np.percentile(a, 99.5) for a in arrays.values())
@@ -82,7 +85,7 @@ def trajectories(
     """
     plt = _plt()
     fig, axes = plt.subplots(1, len(paths), figsize=(4.2 * len(paths), 4.2), squeeze=False)
-    box = _limits(*(p[-1] for p in paths.values()), *(p[0] for p in paths.values()))
+    box = limits(*(p[-1] for p in paths.values()), *(p[0] for p in paths.values()))
     for ax, (name, p) in zip(axes[0], paths.items()):
         p = np.asarray(p)
         ax.scatter(p[0, :, 0], p[0, :, 1], s=2, color="#BBBBBB", linewidths=0, label="start (t=T)")
@@ -170,8 +173,8 @@ def _column(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 def training_curves(metrics_csv: str | Path, path: str | Path) -> Path:
     """The training log's curves: train and test DSM loss in one panel, test bits/dim beside.
 
-    Reads the ``metrics.csv`` that :func:`scoresde.train.train` writes; the bits/dim panel is
-    drawn when the column holds values (image runs with ``train.bpd_every``).
+    Reads the ``metrics.csv`` that :func:`scoresde.training.loop.train` writes; the bits/dim panel
+    is drawn when the column holds values (image runs with ``train.bpd_every``).
     """
     plt = _plt()
     with open(metrics_csv, newline="") as fh:
@@ -207,7 +210,7 @@ def animate_clouds(
 
     plt = _plt()
     frames = np.asarray(frames)
-    box = _limits(frames[0], frames[-1])
+    box = limits(frames[0], frames[-1])
     images = []
     for k, f in enumerate(frames):
         fig, ax = plt.subplots(figsize=(3.6, 3.6), dpi=80)

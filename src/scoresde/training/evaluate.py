@@ -1,0 +1,253 @@
+"""Evaluation of a trained model, shared by the command line, the training loop, the demo and the
+benchmarks: a data set's NLL and bits/dim, samples drawn in chunks, the held-out DSM loss.
+
+Work is split so that the numbers do not depend on the number of processes (``torchrun``): the
+data set is cut into batches (and the samples into chunks); batch ``k`` of repeat ``r`` takes its
+Hutchinson probes from ``seed + r * n_batches + k``, sample chunk ``k`` is drawn with ``seed + k``;
+batches and chunks are dealt round-robin to the processes (:func:`distributed.shard`) and
+gathered in order, so every process ends with the whole result.
+
+Library code here never prints: progress goes through ``callback(done, total)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..core.likelihood import bits_per_dim, log_likelihood
+from ..core.losses import dsm_loss
+from ..core.score import ScoreModel
+from ..data import DataConfig, Standardizer, images_to_model
+from . import distributed
+from .config import Config, SampleConfig, sampler_kwargs
+
+__all__ = [
+    "EVAL_SEED",
+    "SAMPLE_SEED",
+    "NLL",
+    "dataset_nll",
+    "draw_samples",
+    "sample_model",
+    "mean_test_loss",
+    "mean_test_bpd",
+]
+
+EVAL_SEED, SAMPLE_SEED = 1, 2  # offsets from train.seed of the loop's evaluation / sample seeds
+
+Progress = Callable[[int, int], None]  # callback(done, total)
+
+
+def _world(model: torch.nn.Module, dist: distributed.Dist | None) -> distributed.Dist:
+    """``dist``, or one process on the model's device (the CPU for a model without weights)."""
+    if dist is not None:
+        return dist
+    weight = next(model.parameters(), None)
+    return distributed.Dist(device=weight.device if weight is not None else torch.device("cpu"))
+
+
+def _se(v: Tensor) -> float:
+    """Standard error of the mean of ``v`` (NaN for fewer than two values)."""
+    return v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+
+
+# ---- a data set's NLL and bits/dim --------------------------------------------------------------
+@dataclass(frozen=True)
+class NLL:
+    """Per-example negative log-likelihood of a data set, in nats of the data's own units.
+
+    ``nll`` is the mean over ``repeats`` evaluations per example (float64, on the CPU); ``nfe``
+    the score evaluations of all of them; ``scale`` the model-space scale of 8-bit images (None
+    for other data), which turns the NLL into bits/dim (DESIGN section 4).
+    """
+
+    nll: Tensor
+    shape: tuple[int, ...]
+    repeats: int
+    divergence: str
+    nfe: int
+    scale: float | None = None
+
+    @property
+    def bpd(self) -> Tensor | None:
+        """Per-example bits/dim of the 8-bit data (None unless the data are images)."""
+        if self.scale is None:
+            return None
+        return bits_per_dim(-self.nll, self.shape, scale=self.scale)
+
+    def summary(self) -> dict:
+        """Mean ± standard error and median over examples, as ``scoresde likelihood`` writes."""
+        nll, n, D = self.nll, len(self.nll), math.prod(self.shape[1:])
+        result = {
+            "nll": nll.mean().item(),
+            "nll_per_dim": nll.mean().item() / D,
+            "se": _se(nll),
+            "median": nll.median().item(),
+            "n": n,
+            "repeats": self.repeats,
+            "divergence": self.divergence,
+            "nfe": self.nfe,
+        }
+        bpd = self.bpd
+        if bpd is not None:
+            result |= {
+                "bpd": bpd.mean().item(),
+                "bpd_se": _se(bpd),
+                "bpd_median": bpd.median().item(),
+            }
+        return result
+
+
+def _to_model_space(
+    x: Tensor, data: DataConfig, standardizer: Standardizer | None, g_deq: torch.Generator
+) -> Tensor:
+    """Images: a fresh uniform dequantization into ``data.scale * u + data.shift``; other data:
+    the standardizer's model units."""
+    if x.dtype == torch.uint8:
+        return images_to_model(x, data, generator=g_deq)
+    return standardizer.forward(x) if standardizer is not None else x
+
+
+def dataset_nll(
+    model: ScoreModel,
+    x: Tensor,
+    data: DataConfig,
+    standardizer: Standardizer | None = None,
+    *,
+    divergence: str | None = None,
+    repeats: int = 1,
+    batch_size: int = 1000,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    eps: float = 1e-5,
+    seed: int = 0,
+    dist: distributed.Dist | None = None,
+    callback: Progress | None = None,
+) -> NLL:
+    """The NLL of every example of ``x`` by the probability-flow ODE (every process gets it all).
+
+    Args:
+        model: the score model (on the device of ``dist``, else its weights' device).
+        x: the data in data units: uint8 images ``(N, C, H, W)`` or float vectors ``(N, D)``.
+        data: the run's data section (images: ``scale`` and ``shift`` of model space).
+        standardizer: the run's map of vectors to model units (its log-determinant is added).
+        divergence: ``exact``, ``gaussian`` or ``rademacher``; default: Rademacher for images,
+            exact otherwise.
+        repeats: evaluations per example (fresh dequantization noise and probes), averaged.
+        batch_size: examples per ODE solve.
+        rtol, atol, eps: the solver's tolerances and its last time.
+        seed: dequantization noise from ``seed`` (CPU); probes of batch ``k`` of repeat ``r``
+            from ``seed + r * n_batches + k``.
+        dist: the process group (one process when None).
+        callback: ``callback(done, total)`` after every batch, in examples (this process's).
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    d = _world(model, dist)
+    images = x.dtype == torch.uint8
+    divergence = divergence or ("rademacher" if images else "exact")
+    log_det = float(standardizer.log_det()) if standardizer is not None else 0.0
+    g_deq = torch.Generator().manual_seed(seed)  # dequantization noise, on the CPU
+    nll, nfe, done = torch.zeros(len(x), dtype=torch.float64), 0, 0
+    for r in range(repeats):
+        batches, logps = torch.split(_to_model_space(x, data, standardizer, g_deq), batch_size), []
+        for k in distributed.shard(len(batches), d):
+            g = torch.Generator(device=d.device).manual_seed(seed + r * len(batches) + k)
+            y = batches[k].to(device=d.device, dtype=torch.float32)
+            lp, _, nfe_k = log_likelihood(
+                model.sde, model.score_fn, y, divergence=divergence, rtol=rtol, atol=atol,
+                eps=eps, generator=g,
+            )  # fmt: skip
+            logps.append(lp.double().cpu() + log_det)
+            nfe, done = nfe + nfe_k, done + len(y)
+            if callback is not None:
+                callback(done, len(x) * repeats)
+        empty = torch.empty(0, dtype=torch.float64)
+        logp = distributed.gather_chunks(logps, [len(b) for b in batches], d, empty)
+        nll -= logp / repeats  # per-example mean over the repeats
+    nfe = int(distributed.all_reduce(torch.tensor(nfe), d, "sum"))
+    return NLL(nll, tuple(x.shape), repeats, divergence, nfe, data.scale if images else None)
+
+
+# ---- samples ----------------------------------------------------------------------------------
+@torch.no_grad()
+def draw_samples(
+    model: ScoreModel,
+    shape: tuple[int, ...],
+    n: int,
+    *,
+    sampler: str = "pc",
+    chunk: int = 1000,
+    seed: int = 0,
+    dist: distributed.Dist | None = None,
+    callback: Progress | None = None,
+    **options,
+) -> tuple[Tensor, int]:
+    """``(x, nfe)``: ``n`` samples in model units, drawn in chunks of ``chunk``.
+
+    Chunk ``k`` is drawn with ``seed + k`` through :func:`scoresde.samplers.sample` (``sampler``
+    and its ``options``), so the samples are the same for any number of processes; every process
+    gets all of them. ``nfe`` is the largest count of one chunk.
+    """
+    from ..samplers import sample
+
+    d = _world(model, dist)
+    device = d.device
+    sizes, parts, nfe = distributed.chunk_sizes(n, chunk), [], 0
+    for k in distributed.shard(len(sizes), d):
+        g = torch.Generator(device=device).manual_seed(seed + k)
+        options_k = {"device": device, **options}
+        xk, nfe_k = sample(model.sde, model.score_fn, (sizes[k], *shape), sampler, g, **options_k)
+        parts.append(xk)
+        nfe = max(nfe, int(nfe_k))
+        if callback is not None:
+            callback(sum(p.shape[0] for p in parts), n)
+    x = distributed.gather_chunks(parts, sizes, d, torch.empty((0, *shape), device=device))
+    return x, int(distributed.all_reduce(torch.tensor(nfe, device=device), d, "max"))
+
+
+@torch.no_grad()
+def sample_model(
+    model: ScoreModel,
+    sample: SampleConfig,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, int]:
+    """``(x, nfe)``: samples in model units from the sampler that ``sample`` names, in one go."""
+    from ..samplers import sample as draw
+
+    options = sampler_kwargs(sample) | {"device": next(model.parameters()).device}
+    return draw(model.sde, model, shape, sample.sampler, generator, **options)
+
+
+# ---- the training loop's test metrics ---------------------------------------------------------
+@torch.no_grad()
+def mean_test_loss(model: ScoreModel, x: Tensor, cfg: Config, batch_size: int = 4096) -> float:
+    """Per-example mean DSM loss on ``x`` (model units) with the seed ``train.seed + EVAL_SEED``:
+    the same t and z at every evaluation, so successive values differ only through the model."""
+    tc = cfg.train
+    g = torch.Generator(x.device).manual_seed(tc.seed + EVAL_SEED)
+    total = torch.zeros((), device=x.device, dtype=torch.float64)
+    for chunk in x.split(batch_size):
+        loss = dsm_loss(model.sde, model, chunk, tc.weighting, tc.eps, g, importance=tc.importance)
+        total += loss.double().sum()
+    return total.item() / x.shape[0]
+
+
+def mean_test_bpd(model: ScoreModel, y: Tensor, cfg: Config, batch_size: int = 500) -> float:
+    """Mean bits/dim of dequantized test images ``y`` (model space) by the probability-flow ODE.
+
+    One Rademacher probe per image from one generator seeded ``train.seed + EVAL_SEED``, dopri5
+    at rtol = atol = 1e-5 from ``train.eps``, so successive evaluations differ only through the
+    model; bits/dim by :func:`scoresde.core.likelihood.bits_per_dim` with ``data.scale``.
+    """
+    g = torch.Generator(y.device).manual_seed(cfg.train.seed + EVAL_SEED)
+    logp = [
+        log_likelihood(model.sde, model.score_fn, chunk, eps=cfg.train.eps, generator=g)[0]
+        for chunk in y.split(batch_size)
+    ]
+    return bits_per_dim(torch.cat(logp), y.shape, scale=cfg.data.scale).mean().item()
