@@ -1,7 +1,8 @@
 """`scoresde tune`: Ray Tune searches on a tiny toy config, and the checks made before Ray starts.
 
 The two searches need Ray (the ``[tune]`` extra, installed by ``make install``); everything else
-runs without it. Each search trains a 16-wide MLP for 40 steps on 1,000 points.
+runs without it. Each search trains a 16-wide MLP for 40 steps on 1,000 points. The search's
+picture (``scoresde.viz.search``) is drawn from plain rows here too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import yaml
 from scoresde.app.cli import main
 from scoresde.app.tune import INSTALL_HINT, default_space, parse_space, tune
 from scoresde.training.config import ConfigError, apply_overrides, load_config
+from scoresde.viz.search import plot_search
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason='Ray is not installed: pip install -e ".[tune]"')
@@ -217,3 +219,21 @@ def test_space_yaml_round_trip_is_finite(cfg):
     bs, lr = parse_space(space, cfg)
     assert bs.args == (16, 129) and all(isinstance(a, int) for a in bs.args)
     assert all(isinstance(a, float) and math.isfinite(a) for a in lr.args)
+
+
+def test_search_plot_from_plain_rows(tmp_path):
+    """One panel per key from plain dicts: numbers (log x), list values as categories, a
+    stopped trial, a NaN metric and a crashed trial without one."""
+    from PIL import Image
+
+    rows = [
+        {"status": "COMPLETED", "train.lr": 3e-3, "ch_mult": [8, 16], "eval_loss": 1.6},
+        {"status": "STOPPED", "train.lr": 1e-5, "ch_mult": [16, 32], "eval_loss": 1.9},
+        {"status": "COMPLETED", "train.lr": 1e-3, "ch_mult": [8, 16], "eval_loss": math.nan},
+        {"status": "ERROR", "train.lr": 1e6, "ch_mult": [16, 32], "eval_loss": None},
+    ]
+    keys = ["train.lr", "ch_mult"]
+    path = plot_search(rows, keys, "eval_loss", tmp_path / "tune.png", log_keys={"train.lr"})
+    assert path == tmp_path / "tune.png"
+    with Image.open(path) as im:
+        assert im.size[0] > 2 * im.size[1] > 200  # two panels side by side

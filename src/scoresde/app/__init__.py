@@ -1,1 +1,1 @@
-"""The application layer: command line, hyperparameter search, demo and plots."""
+"""The application layer: the command line, the hyperparameter search and the demo."""

@@ -8,31 +8,30 @@ A search space maps dotted config keys (``train.lr``, ``train.batch_size``,
 - ``{choice: [v1, v2, ...]}`` (random choice) and ``{grid: [v1, v2, ...]}`` (every value; each
   of the ``trials`` samples repeats the whole grid, as in Ray).
 
-Every key is checked against the :class:`~scoresde.config.Config` (and the network's parameters
-for ``model.params.*``), and every bound or listed value is applied to the config, before Ray
-starts. Each trial is a real :func:`scoresde.train.train` run in its own trial folder that
-reports its test DSM loss (``eval_loss``) and, where training computes it, the test bits/dim
-(``bpd``) to Tune at every evaluation; the ASHA scheduler, with the training step as its time
-attribute, stops poor trials early. A trial that crashes (a NaN loss, say) is recorded by Ray as
-ERROR and the search goes on.
+Every key is checked against the :class:`~scoresde.training.config.Config` (and the network's
+parameters for ``model.params.*``), and every bound or listed value is applied to the config,
+before Ray starts. Each trial is a real :func:`~scoresde.training.loop.train` run in its own trial
+folder that reports its test DSM loss (``eval_loss``) and, where training computes it, the test
+bits/dim (``bpd``) to Tune at every evaluation; the ASHA scheduler, with the training step as its
+time attribute, stops poor trials early. A trial that crashes (a NaN loss, say) is recorded by Ray
+as ERROR and the search goes on.
 
 Outputs in ``workdir``: ``results.csv`` (one row per trial), ``tune.png`` (the metric against
-each parameter), ``best.yaml`` (the best trial's full config, ready for ``scoresde train
---config best.yaml``) and ``ray/`` (Ray's experiment folder with one folder per trial).
+each parameter, drawn by :func:`~scoresde.viz.search.plot_search`), ``best.yaml`` (the best
+trial's full config, ready for ``scoresde train --config best.yaml``) and ``ray/`` (Ray's
+experiment folder with one folder per trial).
 
 Ray is an optional extra (``pip install -e ".[tune]"``); it is imported only when a search runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import json
 import logging
 import math
 import os
-import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,35 +41,39 @@ from typing import Any
 import torch
 import yaml
 
+from ..nets import NETS, coerce, net_params
 from ..training.config import (
     SECTIONS,
     Config,
     ConfigError,
+    _hints,
     apply_overrides,
     dump_yaml,
-    load_config,
 )
+from ..viz.search import plot_search
 
 __all__ = [
+    "import_ray",
+    "summary",
     "tune",
     "TuneError",
     "Param",
     "parse_space",
     "default_space",
     "config_with",
-    "plot_search",
     "DISTRIBUTIONS",
     "METRICS",
     "SCHEDULERS",
+    "STATUSES",
     "INSTALL_HINT",
-    "add_tune_parser",
-    "cmd_tune",
 ]
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
-# metric name in Tune and the table -> the key of scoresde.train's metrics it comes from
+# metric name in Tune and the table -> the key of the training loop's metrics it comes from
 METRICS = {"eval_loss": "test_loss", "bpd": "test_bpd"}
 SCHEDULERS = ("asha", "fifo")
+# a trial's status in the table: ran to the end, stopped early by the scheduler, crashed
+STATUSES = ("COMPLETED", "STOPPED", "ERROR")
 INSTALL_HINT = 'Ray Tune is not installed; install the extra: pip install -e ".[tune]"'
 
 
@@ -89,24 +92,21 @@ class Param:
 
 
 # ---- the search space ---------------------------------------------------------------------------
-def _net_spec(cfg: Config) -> dict[str, tuple[Any, Any]]:
-    from ..nets import NETS, net_params
-
-    return net_params(NETS[cfg.model.name])
-
-
 def _key_type(cfg: Config, key: str) -> Any:
-    """The type hint of the dotted config ``key``; ConfigError listing the valid keys if unknown."""
+    """The type hint of the dotted config ``key``; ConfigError listing the valid keys if unknown.
+
+    The keys are those of ``--set`` overrides (:data:`SECTIONS`), and ``model.params.NAME`` for
+    the parameters of the config's network."""
     parts = key.split(".")
     if parts[0] not in SECTIONS:
         raise ConfigError(f"unknown section in search key {key!r}; valid: {', '.join(SECTIONS)}")
     if parts[:2] == ["model", "params"] and len(parts) == 3:
-        spec = _net_spec(cfg)
+        spec = net_params(NETS[cfg.model.name])
         if parts[2] not in spec:
             valid = ", ".join(f"model.params.{k}" for k in spec)
             raise ConfigError(f"unknown search key {key!r} for {cfg.model.name!r}; valid: {valid}")
         return spec[parts[2]][0]
-    hints = typing.get_type_hints(SECTIONS[parts[0]])
+    hints = _hints(SECTIONS[parts[0]])
     if len(parts) != 2 or parts[1] not in hints:
         valid = ", ".join(f"{parts[0]}.{k}" for k in sorted(hints))
         raise ConfigError(f"unknown search key {key!r}; valid keys of {parts[0]}: {valid}")
@@ -118,23 +118,22 @@ def _is_int(hint: Any) -> bool:
     return hint is int or (int in typing.get_args(hint) and float not in typing.get_args(hint))
 
 
-def _number(value: Any, key: str) -> float:
-    """A real number from YAML (PyYAML reads ``1e-3`` as a string); ConfigError otherwise."""
-    if not isinstance(value, bool):
-        try:
-            out = float(value)
-            if math.isfinite(out):
-                return out
-        except (TypeError, ValueError):
-            pass
-    raise ConfigError(f"search key {key}: bound {value!r} is not a finite number")
-
-
 def _plain(value: Any) -> Any:
     """A JSON-ready Python value (Ray may hand out numpy scalars)."""
     if hasattr(value, "item") and not isinstance(value, list | tuple | dict):
         return value.item()
     return list(value) if isinstance(value, tuple) else value
+
+
+def _number(value: Any, key: str) -> float:
+    """A bound read as the config reads a float (``1e-3`` is a string to PyYAML), and finite."""
+    try:
+        num = coerce(_plain(value), float, strings=True)  # numpy scalars as Python numbers
+    except TypeError:
+        num = math.nan
+    if not math.isfinite(num):
+        raise ConfigError(f"search key {key}: bound {value!r} is not a finite number")
+    return num
 
 
 def config_with(cfg: Config, values: dict[str, Any]) -> Config:
@@ -199,7 +198,7 @@ def parse_space(space: dict | str | Path, cfg: Config) -> list[Param]:
 
 
 def _image_preset(cfg: Config) -> bool:
-    from ..data.images import IMAGE_DATASETS
+    from ..data import IMAGE_DATASETS
 
     return cfg.data.name in IMAGE_DATASETS
 
@@ -221,7 +220,7 @@ def default_space(cfg: Config) -> dict:
     ``ddpm``, ``ncsnpp``: ``ch_mult`` and ``num_res_blocks``) and ``train.eps``, log-uniform over
     [1e-5, 1e-3]. Toy presets: the MLP's ``hidden`` width in {h/2, h, 2h}.
     """
-    tr, spec, params = cfg.train, _net_spec(cfg), cfg.model.params
+    tr, spec, params = cfg.train, net_params(NETS[cfg.model.name]), cfg.model.params
     b = tr.batch_size
     space: dict = {
         "train.lr": {"loguniform": [tr.lr / 10, 3 * tr.lr]},
@@ -271,7 +270,7 @@ def _trial(values: dict, base: Config, metric: str, threads: int, env: dict) -> 
 
 
 # ---- Ray ----------------------------------------------------------------------------------------
-def _import_ray():
+def import_ray():
     try:
         import ray
         from ray import tune as rt
@@ -358,9 +357,52 @@ def _progress(rt, log: Callable[[str], None], metric: str):
     return Progress()
 
 
+def _job(rt, cfg: Config, metric: str, cpus: float, gpus: float | None):
+    """The trainable: :func:`_trial` on ``cfg`` without sample pictures or TensorBoard files,
+    ``cpus`` torch threads (at least one) and its resources per trial (``gpus`` None: one GPU if
+    ``train.device`` is CUDA, else none)."""
+    quiet = config_with(cfg, {"train.sample_every": 0, "train.tensorboard": False})
+    if gpus is None:
+        gpus = 1.0 if cfg.train.device.startswith("cuda") else 0.0
+    threads = max(1, int(cpus))
+    job = rt.with_parameters(_trial, base=quiet, metric=metric, threads=threads, env=_env(cfg))
+    return rt.with_resources(job, {"cpu": cpus, "gpu": gpus})
+
+
+def _tune_config(rt, cfg: Config, metric: str, trials: int, scheduler: str, seed: int,
+                 max_concurrent: int | None):  # fmt: skip
+    """Minimize ``metric`` over ``trials`` samples of a seeded random search."""
+    from ray.tune.search import BasicVariantGenerator
+
+    search = BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
+    return rt.TuneConfig(metric=metric, mode="min", num_samples=trials,
+                         scheduler=_scheduler(scheduler, cfg), search_alg=search)  # fmt: skip
+
+
+def _run_config(rt, out: Path, metric: str, log: Callable[[str], None] | None):
+    """Trial folders under ``out/ray``; a crashed trial is not retried and the search goes on."""
+    return rt.RunConfig(
+        name="ray", storage_path=str(out), verbose=0,
+        failure_config=rt.FailureConfig(max_failures=0, fail_fast=False),
+        callbacks=[_progress(rt, log, metric)] if log else None,
+    )  # fmt: skip
+
+
+def _fit(ray, tuner, address: str | None):
+    """``tuner.fit()`` on the cluster at ``address``, or on a Ray started here and shut down
+    after; Tune's console output quiet."""
+    started = _start_ray(ray, address)
+    try:
+        with _quiet():
+            return tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def _env(cfg: Config) -> dict[str, str]:
     """``$SCORESDE_DATA`` for the workers: the data roots seen from here, absolute."""
-    from ..data.images import ENV_VAR, data_roots
+    from ..data import ENV_VAR, data_roots
 
     return {ENV_VAR: os.pathsep.join(str(p.resolve()) for p in data_roots(cfg.data.data_dir))}
 
@@ -416,80 +458,6 @@ def _best(rows: list[dict], metric: str) -> dict | None:
     """The row with the lowest final ``metric`` among the trials that did not crash."""
     ok = [r for r in rows if r["status"] != "ERROR" and _finite(r[metric])]
     return min(ok, key=lambda r: r[metric]) if ok else None
-
-
-def _positions(values: list) -> tuple[list[float], list[str] | None]:
-    """x positions of parameter values: the numbers themselves, or category indices and labels."""
-    if all(_finite(v) and not isinstance(v, bool) for v in values):
-        return [float(v) for v in values], None
-    labels = sorted({str(v) for v in values}, key=lambda s: [str(v) for v in values].index(s))
-    return [float(labels.index(str(v))) for v in values], labels
-
-
-def _log_x(p: Param, x: list[float], labels: list[str] | None) -> bool:
-    """Log x for log-uniform keys and for numeric values spanning two decades or more."""
-    if p.kind == "loguniform":
-        return True
-    return labels is None and min(x) > 0 and max(x) >= 100 * min(x)
-
-
-def _xlim(x: list[float], log: bool) -> tuple[float, float]:
-    """x limits around every trial's value, crashed ones included (8% padding)."""
-    lo, hi = min(x), max(x)
-    if log:
-        f = (hi / lo) ** 0.08 if hi > lo else 2.0
-        return lo / f, hi * f
-    pad = 0.08 * (hi - lo) if hi > lo else max(0.1 * abs(lo), 0.5)
-    return lo - pad, hi + pad
-
-
-def _panel(ax, p: Param, rows: list[dict], metric: str) -> None:
-    """One parameter: finished trials filled, stopped ones hollow, crashed ones red crosses."""
-    x, labels = _positions([r[p.key] for r in rows])
-    for status, face in (("COMPLETED", "C0"), ("STOPPED", "none")):
-        pts = [(xi, r[metric]) for xi, r in zip(x, rows) if r["status"] == status]
-        pts = [(xi, y) for xi, y in pts if _finite(y)]
-        if pts:
-            ax.scatter(*zip(*pts), s=28, facecolors=face, edgecolors="C0", label=status.lower())
-    bad = [xi for xi, r in zip(x, rows) if r["status"] == "ERROR"]
-    if bad:  # y in axes units: a crashed trial has no metric to place it by
-        ax.scatter(bad, [0.95] * len(bad), marker="x", color="C3", label="error",
-                   transform=ax.get_xaxis_transform())  # fmt: skip
-    log = _log_x(p, x, labels)
-    ax.set_xscale("log" if log else "linear")
-    ax.set_xlim(*_xlim(x, log))
-    if log:  # ticks at 1, 2, 5 per decade, labelled plainly; no labels on the minor ticks
-        from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
-
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    if labels is not None:
-        ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=15)
-    elif not log:
-        ax.locator_params(axis="x", nbins=4)
-    ax.margins(y=0.15)  # room for the crosses at the top
-    ax.set(xlabel=p.key, ylabel=metric)
-    ax.grid(alpha=0.3)
-
-
-def plot_search(rows: list[dict], params: list[Param], metric: str, path: str | Path) -> Path:
-    """``tune.png``: the final ``metric`` of every trial against each parameter, one panel each
-    (log x for log-uniform keys); trials stopped early hollow, crashed ones red crosses on top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.2), squeeze=False)
-    for ax, p in zip(axes[0], params):
-        _panel(ax, p, rows, metric)
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _write_best(cfg: Config, row: dict, params: list[Param], metric: str, path: Path) -> Config:
@@ -559,46 +527,25 @@ def tune(
     """
     params = parse_space(default_space(cfg) if space is None else space, cfg)
     _check_args(cfg, trials, scheduler, metric, cpus_per_trial)
-    ray, rt = _import_ray()
-    from ray.tune.search import BasicVariantGenerator
-
+    ray, rt = import_ray()
     out = Path(workdir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     cfg = _absolute(cfg)
-    quiet = config_with(cfg, {"train.sample_every": 0, "train.tensorboard": False})
-    if gpus_per_trial is None:
-        gpus_per_trial = 1.0 if cfg.train.device.startswith("cuda") else 0.0
-    threads = max(1, int(cpus_per_trial))
-    job = rt.with_parameters(_trial, base=quiet, metric=metric, threads=threads, env=_env(cfg))
-    job = rt.with_resources(job, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     tuner = rt.Tuner(
-        job,
+        _job(rt, cfg, metric, cpus_per_trial, gpus_per_trial),
         param_space=_ray_space(rt, params),
-        tune_config=rt.TuneConfig(
-            metric=metric, mode="min", num_samples=trials, scheduler=_scheduler(scheduler, cfg),
-            search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0),
-        ),
-        run_config=rt.RunConfig(
-            name="ray", storage_path=str(out), verbose=0,
-            failure_config=rt.FailureConfig(max_failures=0, fail_fast=False),
-            callbacks=[_progress(rt, log, metric)] if log else None,
-        ),
-    )  # fmt: skip
-    started = _start_ray(ray, address)
-    try:
-        with _quiet():
-            grid = tuner.fit()
-    finally:
-        if started:
-            ray.shutdown()
-    return _finish(cfg, grid, params, metric, out)
+        tune_config=_tune_config(rt, cfg, metric, trials, scheduler, seed, max_concurrent),
+        run_config=_run_config(rt, out, metric, log),
+    )
+    return _finish(cfg, _fit(ray, tuner, address), params, metric, out)
 
 
 def _finish(cfg: Config, grid, params: list[Param], metric: str, out: Path) -> dict:
     """Write the table and the plot; the best config if any trial finished."""
     rows = _rows(grid, params, cfg.train.steps)
     result = {"rows": rows, "results": _write_csv(rows, out / "results.csv")}
-    result["plot"] = plot_search(rows, params, metric, out / "tune.png")
+    logs = {p.key for p in params if p.kind == "loguniform"}  # log x for log-uniform keys
+    result["plot"] = plot_search(rows, [p.key for p in params], metric, out / "tune.png", logs)
     best = _best(rows, metric)
     if best is None:
         errors = [r["error"] for r in rows if r["error"]]
@@ -609,47 +556,17 @@ def _finish(cfg: Config, grid, params: list[Param], metric: str, out: Path) -> d
 
 
 # ---- command line -------------------------------------------------------------------------------
-def add_tune_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``tune`` verb to the CLI's subparsers."""
-    t = subparsers.add_parser("tune", help="hyperparameter search with Ray Tune")
-    t.add_argument("--config", required=True, help="preset name or path to a YAML file")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value before the search (repeatable)")  # fmt: skip
-    t.add_argument("--space", help="YAML: config key -> {loguniform|uniform|randint|choice|grid}")
-    t.add_argument("--trials", type=int, default=8, help="number of samples (Ray's num_samples)")
-    t.add_argument("--scheduler", default="asha", choices=SCHEDULERS)
-    t.add_argument("--metric", default="eval_loss", choices=tuple(METRICS))
-    t.add_argument("--address", help="Ray cluster: auto | HOST:PORT (default: start Ray here)")
-    t.add_argument("--workdir", default="runs/tune", help="results.csv, tune.png, best.yaml")
-    t.add_argument("--cpus-per-trial", dest="cpus_per_trial", type=float, default=1.0)
-    t.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, default=None)
-    t.add_argument("--seed", type=int, default=0, help="seed of the random search")
-    t.add_argument("--max-concurrent", dest="max_concurrent", type=int, default=None,
-                   help="at most this many trials at once (default: as cores allow)")  # fmt: skip
-    t.set_defaults(func=cmd_tune)
-    return t
-
-
-def cmd_tune(args: argparse.Namespace) -> int:
-    """``scoresde tune``: run the search, print the best trial and the files written."""
-    try:
-        import ray.tune  # noqa: F401
-    except ImportError:
-        print(f"scoresde tune: {INSTALL_HINT}", file=sys.stderr)
-        return 2
-    cfg = apply_overrides(load_config(args.config), args.set)
-    r = tune(
-        cfg, args.space, args.trials, args.scheduler, args.metric, args.address, args.workdir,
-        args.cpus_per_trial, args.gpus_per_trial, args.seed, args.max_concurrent, log=print,
-    )  # fmt: skip
-    best, rows = r["best"], r["rows"]
-    counts = {s: sum(row["status"] == s for row in rows) for s in ("COMPLETED", "STOPPED", "ERROR")}
-    print(f"{len(rows)} trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
+def summary(result: dict, metric: str) -> list[str]:
+    """What ``scoresde tune`` prints: the trials by status, the best one, the files written."""
+    best, rows = result["best"], result["rows"]
+    counts = {s: sum(row["status"] == s for row in rows) for s in STATUSES}
     shown = ", ".join(  # the config keys
         f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}"
         for k in best
         if "." in k
     )
-    print(f"best: trial {best['trial']}, {args.metric} = {best[args.metric]:.5g} ({shown})")
-    print(f"wrote {r['results']}, {r['plot']}, {r['best_yaml']}")
-    return 0
+    return [
+        f"{len(rows)} trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()),
+        f"best: trial {best['trial']}, {metric} = {best[metric]:.5g} ({shown})",
+        f"wrote {result['results']}, {result['plot']}, {result['best_yaml']}",
+    ]
