@@ -4,12 +4,24 @@ from .core.likelihood import bits_per_dim, log_likelihood
 from .core.mixture import GaussianMixture
 from .core.score import LABELS, PARAMETERIZATIONS, ScoreModel
 from .core.sde import SDE, VESDE, VPSDE, SubVPSDE
-from .data.images import IMAGE_DATASETS, load_images
+from .data.datasets import IMAGE_DATASETS, load_images
 from .data.transforms import dequantize
 from .interop.official import DDPM, NCSNpp, ScoreNet, convert_official, load_official, model_summary
-from .samplers.fast import sample_adaptive, sample_dpm_solver, sample_heun, sample_lambda
-from .samplers.pc import CORRECTORS, PREDICTORS, sample_ode, sample_pc
-from .training.loop import Config, apply_overrides, load_config, load_model
+from .samplers import (
+    CORRECTORS,
+    PREDICTORS,
+    SAMPLERS,
+    sample,
+    sample_adaptive,
+    sample_dpm_solver,
+    sample_heun,
+    sample_lambda,
+    sample_ode,
+    sample_pc,
+)
+from .training.checkpoint import load_model
+from .training.config import Config, apply_overrides, load_config
+from .training.loop import train
 
 __all__ = [
     "SDE",
@@ -35,6 +47,7 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "load_model",
+    "train",
     "sample_pc",
     "sample_ode",
     "PREDICTORS",
@@ -43,4 +56,6 @@ __all__ = [
     "sample_dpm_solver",
     "sample_adaptive",
     "sample_lambda",
+    "sample",
+    "SAMPLERS",
 ]
