@@ -303,18 +303,32 @@ def _residual(x: Tensor, h: Tensor, skip_rescale: bool) -> Tensor:
 
 
 class Combine(nn.Module):
-    """Merge an input-pyramid image into a feature map: 1x1 conv, then concatenate or add."""
+    """Merge an input-pyramid image into a feature map: 1x1 conv ``Conv_0``, then cat or add.
+
+    ``cat`` puts the convolved pyramid image first: ``[Conv_0(x), y]`` (``dim2 + channels of y``
+    channels out); ``sum`` returns ``Conv_0(x) + y``. The convolution is called ``Conv_0`` as in
+    the official ``layerspp.Combine``; ``load_state_dict`` also accepts the former name ``Conv``
+    (a key check run before ``load_state_dict`` sees the old names as they are).
+    """
 
     def __init__(self, dim1: int, dim2: int, method: str = "cat"):
         super().__init__()
         if method not in ("cat", "sum"):
             raise ValueError(f"unknown combine method {method!r}; valid: cat, sum")
-        self.Conv = conv1x1(dim1, dim2)
+        self.Conv_0 = conv1x1(dim1, dim2)
         self.method = method
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        h = self.Conv(x)
+        h = self.Conv_0(x)
         return torch.cat([h, y], dim=1) if self.method == "cat" else h + y
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Earlier versions of this class named the convolution ``Conv``; rename in place.
+        for name in ("weight", "bias"):
+            old = f"{prefix}Conv.{name}"
+            if old in state_dict and f"{prefix}Conv_0.{name}" not in state_dict:
+                state_dict[f"{prefix}Conv_0.{name}"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class FIRConv2d(nn.Module):
