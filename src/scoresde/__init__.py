@@ -22,6 +22,7 @@ from .samplers import (
 from .training.checkpoint import load_model
 from .training.config import Config, apply_overrides, load_config
 from .training.loop import train
+from .training.pipeline import load
 
 __all__ = [
     "SDE",
@@ -48,6 +49,7 @@ __all__ = [
     "apply_overrides",
     "load_model",
     "train",
+    "load",
     "sample_pc",
     "sample_ode",
     "PREDICTORS",

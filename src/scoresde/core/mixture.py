@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .score import batch_times
 from .sde import SDE
 
 __all__ = ["GaussianMixture", "oracle_mixture_2d"]
@@ -85,28 +86,35 @@ class GaussianMixture:
         )
         return proj, var, log_n + self.weights.to(x).log()
 
-    def _coeffs(self, x: Tensor, t: Tensor | None, sde: SDE | None) -> tuple[Tensor, Tensor]:
+    def _coeffs(
+        self, x: Tensor, t: float | Tensor | None, sde: SDE | None
+    ) -> tuple[Tensor, Tensor]:
         if sde is None or t is None:
             one = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
             return one, torch.zeros_like(one)
+        t = batch_times(t, x)  # a plain number: the same time for every example
         return sde.alpha(t).to(x), sde.sigma(t).to(x)
 
-    def log_prob(self, x: Tensor, t: Tensor | None = None, sde: SDE | None = None) -> Tensor:
-        """Exact log p_t(x) in nats for ``x`` of shape ``(B, D)`` or ``(B, ...)``; p_0 if no t."""
+    def log_prob(
+        self, x: Tensor, t: float | Tensor | None = None, sde: SDE | None = None
+    ) -> Tensor:
+        """Exact log p_t(x) in nats for ``x`` of shape ``(B, D)`` or ``(B, ...)``; p_0 if no t;
+        ``t`` is ``(B,)`` or one number for the whole batch."""
         flat = x.reshape(x.shape[0], -1)
         _, _, logw = self._moments(flat, *self._coeffs(flat, t, sde))
         return torch.logsumexp(logw, dim=1)
 
-    def score(self, x: Tensor, t: Tensor | None = None, sde: SDE | None = None) -> Tensor:
-        """Exact score grad_x log p_t(x), shaped like ``x``."""
+    def score(self, x: Tensor, t: float | Tensor | None = None, sde: SDE | None = None) -> Tensor:
+        """Exact score grad_x log p_t(x), shaped like ``x``; ``t`` as in :meth:`log_prob`."""
         flat = x.reshape(x.shape[0], -1)
         proj, var, logw = self._moments(flat, *self._coeffs(flat, t, sde))
         r = torch.softmax(logw, dim=1)  # responsibilities (B, K)
         s = -torch.einsum("bke,kde->bd", r[:, :, None] * proj / var, self.U.to(flat))
         return s.reshape(x.shape)
 
-    def score_fn(self, sde: SDE) -> Callable[[Tensor, Tensor], Tensor]:
-        """The exact ``score_fn(x, t)`` of the perturbed marginals of ``sde``."""
+    def score_fn(self, sde: SDE) -> Callable[[Tensor, float | Tensor], Tensor]:
+        """The exact ``score_fn(x, t)`` of the perturbed marginals of ``sde`` (``t``: ``(B,)`` or
+        one number)."""
         return lambda x, t: self.score(x, t, sde)
 
     def mean(self) -> Tensor:

@@ -26,12 +26,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from .checks import lookup
 from .sde import SDE, bcast
 
-__all__ = ["ScoreModel", "LABELS", "PARAMETERIZATIONS"]
+__all__ = ["ScoreModel", "LABELS", "PARAMETERIZATIONS", "batch_times"]
+
+
+def batch_times(t: float | Tensor, x: Tensor) -> Tensor:
+    """``t`` as the ``(B,)`` times of the batch ``x``: a Python number or a 0-d tensor is
+    repeated for every example (in ``x``'s dtype and device); a ``(B,)`` tensor is returned as is.
+    """
+    if isinstance(t, Tensor) and t.ndim > 0:
+        return t
+    return torch.as_tensor(t, dtype=x.dtype, device=x.device).repeat(x.shape[0])
 
 
 def _label_t(sde: SDE, t: Tensor) -> Tensor:
@@ -107,8 +117,10 @@ class ScoreModel(nn.Module):
         """What the network is fed for time ``t``."""
         return self._label(self.sde, t)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """The score s_theta(x, t), shaped like ``x``."""
+    def forward(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """The score s_theta(x, t), shaped like ``x``; ``t`` is ``(B,)``, or one number (a float
+        or a 0-d tensor) for the whole batch."""
+        t = batch_times(t, x)
         o = self.net(x, self.noise_label(t))
         return self._out(o, x, t, self.sde)
 
