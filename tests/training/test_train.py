@@ -23,20 +23,13 @@ from scoresde.training.checkpoint import load_checkpoint, load_model
 from scoresde.training.config import apply_overrides, config_to_dict, load_config
 from scoresde.training.evaluate import sample_model
 from scoresde.training.loop import Run, TrainingError, setup, train
+from scoresde.training.workdir import WorkdirError
 
 TINY = [
     "model.params.hidden=16", "model.params.depth=2", "model.params.embed_dim=8",
     "data.n_train=512", "data.n_test=128", "train.batch_size=32", "train.warmup=5",
     "train.lr=1e-3", "train.tensorboard=false",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(*more: str, preset: str = "toy_swissroll_vp"):
@@ -93,7 +86,8 @@ def test_setup_builds_the_run_and_train_is_public(tmp_path):
     assert run.model.training and not run.ema_model.training and not run.images
     assert run.train_x.shape == (512, 2) and run.test_x.shape == (128, 2)
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "metrics.csv").is_file()
-    train(tiny("train.steps=10"), tmp_path)
+    run.close()  # releases the folder's lock; the files of a run without checkpoint stay
+    train(tiny("train.steps=10"), tmp_path, overwrite=True)
     again = setup(None, tmp_path, resume=True)
     assert again.start_step == again.saved_step == 10
 
@@ -105,8 +99,8 @@ def test_resume_in_process_is_exact(tmp_path):
     assert load_checkpoint(tmp_path / "part")["step"] == 25
     train(cfg, tmp_path / "part", resume=True)
     _same_state(load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "part"))
-    # The same log rows (the stop at 25 adds a test loss to its row, nothing else).
-    cols = ("step", "train_loss", "lr")
+    # The same log rows: a pause writes no row of its own (all columns but the wall time).
+    cols = ("step", "train_loss", "test_loss", "test_bpd", "lr")
     part, full = _rows(tmp_path / "part"), _rows(tmp_path / "full")
     assert [[r[c] for c in cols] for r in part] == [[r[c] for c in cols] for r in full]
 
@@ -128,8 +122,8 @@ def _child(cfg, workdir, resume: bool, pause: float) -> subprocess.Popen:
 
 
 def test_resume_after_sigkill_is_exact(tmp_path):
-    steps = 300
-    cfg = tiny(f"train.steps={steps}", "train.ckpt_every=40", "train.log_every=20")
+    steps = 300  # checkpoints between log rows: the running loss sums are resumed too
+    cfg = tiny(f"train.steps={steps}", "train.ckpt_every=30", "train.log_every=20")
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert _child(cfg, full, False, 0.0).wait(timeout=120) == 0
     # A slow run (10 ms pause per step): kill it once a mid-run checkpoint exists.
@@ -144,7 +138,9 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     assert 0 < step < steps
     assert _child(cfg, killed, True, 0.0).wait(timeout=120) == 0
     _same_state(load_checkpoint(full), load_checkpoint(killed))
-    assert [r["step"] for r in _rows(killed)] == [r["step"] for r in _rows(full)]
+    cols = ("step", "train_loss", "test_loss", "lr")
+    same = [[r[c] for c in cols] for r in _rows(full)]
+    assert [[r[c] for c in cols] for r in _rows(killed)] == same
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -158,13 +154,17 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path)["step"] == 1
 
 
-def test_resume_without_checkpoint_starts_afresh_and_cfg_none_needs_one(tmp_path):
-    out = train(tiny("train.steps=3"), tmp_path / "a", resume=True)
-    assert out["step"] == 3
+def test_resume_needs_a_checkpoint_and_cfg_none_needs_one(tmp_path):
+    with pytest.raises(WorkdirError, match="nothing to resume"):
+        train(tiny("train.steps=3"), tmp_path / "a", resume=True)
+    assert not (tmp_path / "a").exists()
+    assert train(tiny("train.steps=3"), tmp_path / "a")["step"] == 3
     out = train(None, tmp_path / "a", resume=True)  # finished: nothing left to do
     assert out["step"] == 3 and math.isfinite(out["test_loss"])
     with pytest.raises(ValueError, match="needs a Config"):
         train(None, tmp_path / "b")
+    with pytest.raises(ValueError, match="exclude each other"):
+        train(None, tmp_path / "a", resume=True, overwrite=True)
 
 
 @pytest.mark.slow

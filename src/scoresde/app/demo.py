@@ -142,7 +142,7 @@ def run_demo(
     sets = [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps else [])
     cfg = apply_overrides(load_config(PRESET), sets)
     log(f"training {PRESET} for {cfg.train.steps} steps into {out}")
-    train(cfg, out)
+    train(cfg, out, overwrite=True)  # the demo redraws its folder each time
     t_train = time.perf_counter() - t_start
 
     model, cfg, std = load_model(out, ema=True)

@@ -10,7 +10,9 @@ The file is a ``torch.save`` of a dict holding tensors and primitive types only:
      "rng": {"torch": ByteTensor, "data": ByteTensor}, "standardizer": {"mean", "std"} or None}
 
 Writing goes to a temporary file in the same folder, which is flushed, fsync-ed and renamed over
-the old file (``os.replace``), so a crash leaves either the old or the new checkpoint. Reading uses
+the old file (``os.replace``), so a crash leaves either the old or the new checkpoint (the run's
+text files, ``config.yaml`` and ``metrics.csv``, are written the same way by
+:func:`write_text_atomic`). Reading uses
 ``torch.load(weights_only=True)``: a missing, truncated, corrupt or foreign file raises one
 :class:`CheckpointError`.
 """
@@ -23,9 +25,9 @@ import tempfile
 import typing
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor
@@ -40,6 +42,7 @@ __all__ = [
     "VERSION",
     "CHECKPOINT",
     "save_checkpoint",
+    "write_text_atomic",
     "load_checkpoint",
     "checkpoint_path",
     "model_from_checkpoint",
@@ -61,14 +64,14 @@ def checkpoint_path(workdir_or_file: str | Path) -> Path:
     return p / CHECKPOINT if p.is_dir() else p
 
 
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Atomically write ``state`` (plus ``format`` and ``version``) to ``path``."""
-    path = Path(path)
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(f)`` into a temporary file beside ``path``, flushed, fsync-ed and renamed over
+    ``path``; on any error the temporary file is removed and the old ``path`` is untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -76,6 +79,18 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Atomically write ``state`` (plus ``format`` and ``version``) to ``path``."""
+    full = {"format": FORMAT, "version": VERSION, **state}
+    _atomic_write(Path(path), lambda f: torch.save(full, f))
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Atomically replace the text file ``path`` (UTF-8), as :func:`save_checkpoint` does."""
+    data = text.encode("utf-8")
+    _atomic_write(Path(path), lambda f: f.write(data))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -55,6 +55,11 @@ __all__ = [
     "build_score_model",
     "with_data_shape",
     "PRESET_DIR",
+    "SAFE_ON_RESUME",
+    "resume_changes",
+    "resume_config",
+    "check_sampler",
+    "preflight",
 ]
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -458,3 +463,109 @@ def build_score_model(cfg: Config) -> ScoreModel:
             hint = " (set model.params.dim, or train, which fills it in from the data)"
         raise ConfigError(f"model.params {cfg.model.params}: {e}{hint}") from None
     return ScoreModel(net, build_sde(cfg.sde), cfg.model.parameterization, cfg.model.label)
+
+
+# ---- resume: what may change --------------------------------------------------------------------
+# Keys that leave the training trajectory as it is (periods of logging, evaluation, checkpoints,
+# samples; where the data live; the process-group backend), so a resumed run may change them.
+# Any sample.* key is safe too (samples use their own generator). train.steps extends a run.
+SAFE_ON_RESUME = frozenset(
+    {"train.steps", "train.log_every", "train.eval_every", "train.ckpt_every",
+     "train.sample_every", "train.bpd_every", "train.bpd_n", "train.tensorboard",
+     "train.backend", "data.data_dir"}
+)  # fmt: skip
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (nested dicts such as ``model.params`` too)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and not (prefix == "sample." and k == "options"):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _safe(key: str) -> bool:
+    return key in SAFE_ON_RESUME or key.startswith("sample.")
+
+
+def resume_changes(saved: Config, cfg: Config) -> list[str]:
+    """The changes ``saved -> cfg`` that a resumed run may make, as ``"key: old -> new"``.
+
+    ``saved`` is the checkpoint's config, ``cfg`` the one asked for (its data shape and
+    ``model.params.dim`` are taken from ``saved`` when unset: the trainer fills them in).
+
+    Raises:
+        ConfigError: ``cfg`` differs from ``saved`` in a key that changes the training itself
+            (the SDE, the model, the data, the optimisation, the seed); all such keys named.
+    """
+    if cfg.data.shape is None and saved.data.shape is not None:
+        cfg = with_data_shape(cfg, saved.data.shape)
+    old, new = _flat(config_to_dict(saved)), _flat(config_to_dict(cfg))
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    refused = [k for k in diff if not _safe(k)]
+    if refused:
+        shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in refused[:4])
+        more = f" (and {len(refused) - 4} more)" if len(refused) > 4 else ""
+        raise ConfigError(
+            f"resume keeps the run's own config, but {', '.join(refused)} "
+            f"{'differs' if len(refused) == 1 else 'differ'} from the "
+            f"checkpoint ({shown}{more}); only train.steps, the logging, evaluation, checkpoint "
+            "and sample periods, sample.* and data.data_dir may change (start a new run to "
+            "change the others)"
+        )
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff]
+
+
+def resume_config(saved: Config, cfg: Config | None) -> tuple[Config, list[str]]:
+    """``(the config to resume with, the changes made)``: ``saved`` when ``cfg`` is None, else
+    ``cfg`` once :func:`resume_changes` accepted it (with the saved data shape filled in)."""
+    if cfg is None:
+        return copy.deepcopy(saved), []
+    changes = resume_changes(saved, cfg)
+    if cfg.data.shape is None and saved.data.shape is not None:
+        cfg = with_data_shape(cfg, saved.data.shape)
+    return copy.deepcopy(cfg), changes
+
+
+# ---- pre-flight: what can fail later is checked before the first step -------------------------
+class _Probe(Exception):
+    """Raised by the probe's score function: the sampler passed its checks and began to run."""
+
+
+def _probe_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    raise _Probe
+
+
+def check_sampler(cfg: Config) -> None:
+    """Run every check the sampler of ``cfg.sample`` makes before its first score evaluation
+    (names, options, eps, steps, the discrete chain of PC sampling) on one sample of
+    ``cfg.data.shape``; no network is evaluated. Raises one :class:`ConfigError`."""
+    from ..samplers import sample
+
+    shape = (1, *(cfg.data.shape or [1]))
+    try:
+        options = sampler_kwargs(cfg.sample)
+        sample(build_sde(cfg.sde), _probe_score, shape, cfg.sample.sampler, **options)
+    except _Probe:
+        return
+    except (ValueError, TypeError, NotImplementedError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"sample: the sampler {cfg.sample.sampler!r} of this config cannot run: {first}"
+        ) from None
+
+
+def preflight(cfg: Config) -> None:
+    """Everything about ``cfg`` that can fail during training, checked before it starts: the
+    device exists, and (with ``train.sample_every > 0``) the sampler can run at the data's
+    shape (:func:`check_sampler`). Raises one :class:`ConfigError`."""
+    device = torch.device(cfg.train.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {cfg.train.device!r} but no CUDA GPU is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device: {cfg.train.device!r} but MPS is not available")
+    if cfg.train.sample_every > 0:
+        check_sampler(cfg)
