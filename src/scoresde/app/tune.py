@@ -75,6 +75,7 @@ SCHEDULERS = ("asha", "fifo")
 # a trial's status in the table: ran to the end, stopped early by the scheduler, crashed
 STATUSES = ("COMPLETED", "STOPPED", "ERROR")
 INSTALL_HINT = 'Ray Tune is not installed; install the extra: pip install -e ".[tune]"'
+Progress = Callable[[int, int, dict], None]  # progress(trials done, trials, latest values)
 
 
 class TuneError(ValueError):
@@ -341,20 +342,45 @@ def _scheduler(name: str, cfg: Config):
     return ASHAScheduler(time_attr="step", max_t=max(steps, 1), grace_period=max(grace, 1))
 
 
-def _progress(rt, log: Callable[[str], None], metric: str):
-    """A Tune callback that logs one line per finished trial."""
+class _Live:
+    """A value kept out of the Tuner's pickled state (a live progress reporter holds a stream)."""
 
-    class Progress(rt.Callback):
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __getstate__(self) -> dict:
+        return {"value": None}
+
+
+def _progress(rt, log: Callable[[str], None] | None, metric: str, progress: Progress | None):
+    """A Tune callback that logs one line per finished trial and reports ``progress(done,
+    total, latest)`` at every result and every finished trial."""
+    finished, live = [0], _Live(progress)
+
+    def report(trials, result: dict) -> None:
+        if live.value is not None:
+            latest = {"step": result.get("step"), metric: result.get(metric)}
+            live.value(finished[0], len(trials), latest)
+
+    class Callback(rt.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            report(trials, result)
+
         def on_trial_complete(self, iteration, trials, trial, **info):
-            r = trial.last_result or {}
-            log(f"trial {trial.trial_id}: step {r.get('step')}, {metric} {r.get(metric, 0):.5g}")
+            r, finished[0] = trial.last_result or {}, finished[0] + 1
+            if log is not None:
+                log(f"trial {trial.trial_id}: step {r.get('step')}, "
+                    f"{metric} {r.get(metric, 0):.5g}")  # fmt: skip
+            report(trials, r)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            step = (trial.last_result or {}).get("step")
+            step, finished[0] = (trial.last_result or {}).get("step"), finished[0] + 1
             when = f"after step {step}" if step else "before its first evaluation"
-            log(f"trial {trial.trial_id}: ERROR {when} (traceback: {trial.path}/error.txt)")
+            if log is not None:
+                log(f"trial {trial.trial_id}: ERROR {when} (traceback: {trial.path}/error.txt)")
+            report(trials, trial.last_result or {})
 
-    return Progress()
+    return Callback()
 
 
 def _job(rt, cfg: Config, metric: str, cpus: float, gpus: float | None):
@@ -379,12 +405,14 @@ def _tune_config(rt, cfg: Config, metric: str, trials: int, scheduler: str, seed
                          scheduler=_scheduler(scheduler, cfg), search_alg=search)  # fmt: skip
 
 
-def _run_config(rt, out: Path, metric: str, log: Callable[[str], None] | None):
+def _run_config(rt, out: Path, metric: str, log: Callable[[str], None] | None,
+                progress: Progress | None = None):  # fmt: skip
     """Trial folders under ``out/ray``; a crashed trial is not retried and the search goes on."""
+    watch = log is not None or progress is not None
     return rt.RunConfig(
         name="ray", storage_path=str(out), verbose=0,
         failure_config=rt.FailureConfig(max_failures=0, fail_fast=False),
-        callbacks=[_progress(rt, log, metric)] if log else None,
+        callbacks=[_progress(rt, log, metric, progress)] if watch else None,
     )  # fmt: skip
 
 
@@ -498,6 +526,7 @@ def tune(
     seed: int = 0,
     max_concurrent: int | None = None,
     log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """Search hyperparameters of ``cfg`` with Ray Tune; write results.csv, tune.png, best.yaml.
 
@@ -516,6 +545,9 @@ def tune(
         seed: seed of Ray's random search.
         max_concurrent: at most this many trials at once (None: as the resources allow).
         log: called with one line per finished trial.
+        progress: called as ``progress(done, total, latest)`` at every reported result and
+            finished trial: trials finished, trials in the search, the latest ``step`` and
+            ``metric``.
 
     Returns:
         ``{"best": best row, "best_config": Config, "rows": [...], "results", "plot",
@@ -535,7 +567,7 @@ def tune(
         _job(rt, cfg, metric, cpus_per_trial, gpus_per_trial),
         param_space=_ray_space(rt, params),
         tune_config=_tune_config(rt, cfg, metric, trials, scheduler, seed, max_concurrent),
-        run_config=_run_config(rt, out, metric, log),
+        run_config=_run_config(rt, out, metric, log, progress),
     )
     return _finish(cfg, _fit(ray, tuner, address), params, metric, out)
 

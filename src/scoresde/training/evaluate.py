@@ -40,6 +40,7 @@ __all__ = [
 EVAL_SEED, SAMPLE_SEED = 1, 2  # offsets from train.seed of the loop's evaluation / sample seeds
 
 Progress = Callable[[int, int], None]  # callback(done, total)
+StepCallback = Callable[[int, Tensor, Tensor, Tensor], None]  # callback(i, t, x, x_mean)
 
 
 def _world(model: torch.nn.Module, dist: distributed.Dist | None) -> distributed.Dist:
@@ -185,6 +186,7 @@ def draw_samples(
     seed: int = 0,
     dist: distributed.Dist | None = None,
     callback: Progress | None = None,
+    step_callback: StepCallback | None = None,
     **options,
 ) -> tuple[Tensor, int]:
     """``(x, nfe)``: ``n`` samples in model units, drawn in chunks of ``chunk``.
@@ -192,22 +194,45 @@ def draw_samples(
     Chunk ``k`` is drawn with ``seed + k`` through :func:`scoresde.samplers.sample` (``sampler``
     and its ``options``), so the samples are the same for any number of processes; every process
     gets all of them. ``nfe`` is the largest count of one chunk.
+
+    ``callback(done, total)`` follows the chunks (this process's samples); ``step_callback(i, t,
+    x, x_mean)`` goes to the sampler as its per-step ``callback``. A sampler without one (the
+    probability-flow ODE) calls it at each score evaluation instead, with ``i`` the evaluation's
+    index and ``x_mean = x``. Neither changes the samples.
     """
-    from ..samplers import sample
+    from ..samplers import sample, sampler_options
 
     d = _world(model, dist)
     device = d.device
     sizes, parts, nfe = distributed.chunk_sizes(n, chunk), [], 0
+    score_fn, hook = model.score_fn, {}
+    if step_callback is not None and "callback" in sampler_options(sampler):
+        hook = {"callback": step_callback}
+    elif step_callback is not None:
+        score_fn = _reporting(model.score_fn, step_callback)
     for k in distributed.shard(len(sizes), d):
         g = torch.Generator(device=device).manual_seed(seed + k)
-        options_k = {"device": device, **options}
-        xk, nfe_k = sample(model.sde, model.score_fn, (sizes[k], *shape), sampler, g, **options_k)
+        options_k = {"device": device, **hook, **options}
+        xk, nfe_k = sample(model.sde, score_fn, (sizes[k], *shape), sampler, g, **options_k)
         parts.append(xk)
         nfe = max(nfe, int(nfe_k))
         if callback is not None:
             callback(sum(p.shape[0] for p in parts), n)
     x = distributed.gather_chunks(parts, sizes, d, torch.empty((0, *shape), device=device))
     return x, int(distributed.all_reduce(torch.tensor(nfe, device=device), d, "max"))
+
+
+def _reporting(score_fn: Callable[[Tensor, Tensor], Tensor], step_callback: StepCallback):
+    """``score_fn`` that reports each evaluation as ``step_callback(i, t, x, x)``."""
+    count = [0]
+
+    def reported(x: Tensor, t: Tensor) -> Tensor:
+        s = score_fn(x, t)
+        step_callback(count[0], t, x, x)
+        count[0] += 1
+        return s
+
+    return reported
 
 
 @torch.no_grad()
