@@ -12,6 +12,15 @@ import scoresde as sd
 # One thread: the tests use small tensors, where OpenMP start-up costs more than it saves.
 torch.set_num_threads(1)
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts on one thread, whatever an earlier one (a CLI call with --threads) set."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TESTDATA = SHARED / "testdata" / "score_sde_pytorch"
 DATA = SHARED / "data"

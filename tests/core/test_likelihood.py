@@ -37,15 +37,6 @@ from scoresde.core.likelihood import (
 EPS = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These problems are a few thousand numbers: OpenMP fork/join costs more than the work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def full(x: torch.Tensor, t: float) -> torch.Tensor:
     return torch.full((x.shape[0],), t, dtype=x.dtype)
 
