@@ -8,12 +8,16 @@ import pytest
 import torch
 from conftest import make_sde
 
+import scoresde as sd
 from scoresde.core.checks import (
     CheckedScore,
+    check_device_name,
     check_eps,
     check_finite,
     check_int,
     check_range,
+    check_seed,
+    check_shape,
     default_eps,
     did_you_mean,
     lookup,
@@ -21,6 +25,7 @@ from scoresde.core.checks import (
     start_state,
 )
 from scoresde.core.losses import dsm_loss
+from scoresde.samplers import SAMPLERS
 
 TABLE = {"reverse_diffusion": 1, "euler_maruyama": 2, "ancestral": 3}
 
@@ -155,3 +160,103 @@ def test_dsm_loss_refuses_a_score_of_the_wrong_shape_or_dtype(sde):
         dsm_loss(sde, lambda x, t: x[:, :1], x0)
     with pytest.raises(ValueError, match="floating"):
         dsm_loss(sde, lambda x, t: x.long(), x0)
+
+
+def test_seeds_devices_and_shapes():
+    assert check_seed("seed", 2**63 - 1) == 2**63 - 1
+    for bad in (-1, 2**63, 2**70, 1.5, True, "3"):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*63\)"):
+            check_seed("seed", bad)
+    assert [check_device_name(d) for d in ("cpu", "cuda", "cuda:1", "mps")]
+    with pytest.raises(ValueError, match=r"unknown device 'cpuu' \(did you mean 'cpu'\?\); valid"):
+        check_device_name("cpuu")
+    for bad in ("cuda:x", "cpu:0", 3):
+        with pytest.raises(ValueError, match="device"):
+            check_device_name(bad)
+    assert check_shape([2, 3]) == (2, 3)
+    for bad in ((), (0, 2), (2, 0), (2.5,), None, (True, 2)):
+        with pytest.raises(ValueError, match=r"shape must be \(B, \.\.\.\) with every size >= 1"):
+            check_shape(bad)
+
+
+def test_checked_score_stops_a_solve_that_a_nan_keeps_running():
+    """The finite flag is read every CHECK_EVERY evaluations: a loop that never finishes (an
+    adaptive step size stuck at zero) still stops."""
+    score = CheckedScore(lambda x, t: x * math.nan if score.nfe else x)
+    with pytest.raises(ValueError, match=f"{CheckedScore.CHECK_EVERY} evaluations"):
+        for _ in range(10 * CheckedScore.CHECK_EVERY):
+            score(torch.ones(2, 2), _t())
+
+
+# ---- every sampler and the likelihood use the checks ----------------------------------------
+def _nan_after(k: int, bad: float):
+    calls = []
+
+    def score(x, t):
+        calls.append(1)
+        return -x * bad if len(calls) > k else -x
+
+    return score
+
+
+BAD_SCORES = {  # factories: each test gets its own counter
+    "nan_later": lambda: _nan_after(3, math.nan),
+    "inf_later": lambda: _nan_after(3, math.inf),
+    "integer": lambda: lambda x, t: torch.zeros(x.shape, dtype=torch.int64),
+    "complex": lambda: lambda x, t: torch.zeros(x.shape, dtype=torch.complex64),
+}
+
+
+def _options(name: str) -> dict:
+    from scoresde.samplers import sampler_options
+
+    return {"steps": 8} if "steps" in sampler_options(name) and name != "pc" else {}
+
+
+@pytest.mark.parametrize("bad", list(BAD_SCORES))
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_sampler_stops_on_a_bad_score(name, bad):
+    sde = sd.VPSDE(0.1, 20.0, 40)  # a short chain: pc takes its 40 steps
+    score = BAD_SCORES[bad]()
+    need = "NaN or inf" if bad.endswith("later") else "floating tensor shaped like x"
+    with pytest.raises(ValueError, match=need):
+        sd.sample(sde, score, (4, 2), name, **_options(name))
+
+
+@pytest.mark.parametrize("shape", [(), (0, 2)], ids=["no_batch_dim", "empty_batch"])
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_sampler_refuses_shapes_without_examples(name, shape):
+    with pytest.raises(ValueError, match="shape must be"):
+        sd.sample(sd.VPSDE(0.1, 20.0, 40), lambda x, t: -x, shape, name, **_options(name))
+
+
+@pytest.mark.parametrize("divergence", ["exact", "rademacher"])
+def test_log_likelihood_stops_on_bad_scores_shapes_and_tolerances(divergence):
+    sde, x = sd.VPSDE(0.1, 20.0, 40), torch.randn(4, 2)
+
+    def ll(score=lambda x, t: -x, data=x, **kw):
+        kw = {"rtol": 1e-3, "atol": 1e-3, "divergence": divergence, **kw}
+        return sd.log_likelihood(sde, score, data, **kw)
+
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ll(_nan_after(3, math.nan))
+    with pytest.raises(ValueError, match="got torch.int64"):
+        ll(BAD_SCORES["integer"]())
+    with pytest.raises(ValueError, match="x.shape must be"):
+        ll(data=torch.randn(0, 2))
+    with pytest.raises(ValueError, match="floating"):
+        ll(data=torch.tensor(1.0))
+    with pytest.raises(ValueError, match="need rtol >= 0"):
+        ll(rtol=-1.0)
+    with pytest.raises(ValueError, match="need atol >= 0"):
+        ll(atol=-1e-3)
+
+
+@pytest.mark.parametrize(
+    ("rtol", "atol", "name"), [(-1.0, 1e-5, "rtol"), (0.0, 1e-5, "rtol"), (1e-5, -1e-9, "atol")]
+)
+def test_ode_tolerances_are_checked_in_the_library(rtol: float, atol: float, name: str) -> None:
+    """A negative tolerance turns the error control off; the library refuses it by name."""
+    sde = sd.VPSDE()
+    with pytest.raises(ValueError, match=name):
+        sd.sample_ode(sde, lambda x, t: -x, (4, 2), rtol=rtol, atol=atol)

@@ -26,6 +26,9 @@ __all__ = [
     "check_int",
     "check_range",
     "check_finite",
+    "check_shape",
+    "check_seed",
+    "check_device_name",
     "start_state",
     "check_score_output",
     "CheckedScore",
@@ -150,6 +153,48 @@ def check_finite(v: Tensor, what: str) -> None:
         raise ValueError(f"{what} contains NaN or inf")
 
 
+def check_seed(name: str, value: Any) -> int:
+    """``value`` as a seed of ``torch.Generator.manual_seed``: a whole number in [0, 2**63)."""
+    try:
+        ok = not isinstance(value, bool | str) and int(value) == value and 0 <= value < 2**63
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {short(value)}")
+    return int(value)
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device_name(name: Any, what: str = "device") -> str:
+    """``name`` if it is ``cpu``, ``mps``, ``cuda`` or ``cuda:K``; ``ValueError`` naming the valid
+    ones (with "did you mean") otherwise. Whether the device exists here is not checked."""
+    kind, sep, index = name.partition(":") if isinstance(name, str) else ("", "", "")
+    lookup(dict.fromkeys(DEVICE_TYPES), kind if kind in DEVICE_TYPES else name, what)
+    if sep and (kind != "cuda" or not index.isdigit()):
+        raise ValueError(f"{what} {short(name)} is not a device; valid: cpu, cuda, cuda:K, mps")
+    return name
+
+
+def check_shape(shape: Any, what: str = "shape") -> tuple[int, ...]:
+    """``shape`` as a tuple ``(B, ...)`` of whole numbers >= 1: a batch of at least one example.
+
+    ``shape=()`` (no batch dimension) and empty batches are refused.
+    """
+    try:
+        dims = tuple(shape)
+        ok = len(dims) >= 1 and all(not isinstance(d, bool) and int(d) == d >= 1 for d in dims)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{what} must be (B, ...) with every size >= 1 (a batch of at least one example), "
+            f"got {short(shape)}"
+        )
+    return tuple(int(d) for d in dims)
+
+
 # ---- states and scores ---------------------------------------------------------------------------
 def start_state(
     sde: SDE,
@@ -168,12 +213,13 @@ def start_state(
     if z is None:
         if shape is None:
             raise ValueError(f"give the sample shape or a starting {what}")
-        return sde.prior_sampling(shape, generator, device, dtype)
+        return sde.prior_sampling(check_shape(shape), generator, device, dtype)
     if not isinstance(z, Tensor) or z.ndim < 1 or not z.is_floating_point():
         raise ValueError(
             f"{what} must be a floating (B, ...) tensor, got "
             f"{getattr(z, 'dtype', type(z).__name__)} {tuple(getattr(z, 'shape', ()))}"
         )
+    check_shape(z.shape, what + ".shape")
     if shape is not None and tuple(z.shape) != tuple(shape):
         raise ValueError(f"{what} has shape {tuple(z.shape)} but shape={tuple(shape)}")
     check_finite(z, what)
@@ -195,12 +241,15 @@ class CheckedScore:
 
     Every output must be a floating tensor shaped like ``x`` (complex and integer dtypes are
     refused). The first output is checked for NaN / inf at once, so a broken ``score_fn`` fails
-    before any work; later outputs only add to a flag kept on their device, with no host sync per
-    evaluation, and :meth:`finish`, called once at the end of the solve, raises if any was
-    non-finite. Used as a context manager, it also turns an error that a non-finite score caused
-    later (a solver's step-size underflow) into that one ``ValueError``. ``nfe`` counts the
-    evaluations.
+    before any work; later outputs only add to a flag kept on their device, read once every
+    :attr:`CHECK_EVERY` evaluations (so a solve that a NaN would keep running, an adaptive step
+    size stuck at zero, still stops) and by :meth:`finish`, called once at the end of the solve,
+    which raises if any was non-finite. Used as a context manager, it also turns an error that
+    a non-finite score caused later (a solver's step-size underflow) into that one
+    ``ValueError``. ``nfe`` counts the evaluations.
     """
+
+    CHECK_EVERY = 64  # evaluations between two reads of the finite flag (one host sync each)
 
     def __init__(self, score_fn: Callable[[Tensor, Tensor], Tensor]):
         self.score_fn, self.nfe = score_fn, 0
@@ -217,6 +266,8 @@ class CheckedScore:
             ok = torch.isfinite(s).all()
             self._finite = ok if self._finite is None else self._finite & ok
         self.nfe += 1
+        if self.nfe % self.CHECK_EVERY == 0:
+            self._raise_if_non_finite()
         return s
 
     def _raise_if_non_finite(self, cause: BaseException | None = None) -> None:

@@ -22,7 +22,15 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .checks import CheckedScore, check_eps, check_finite, check_int, lookup
+from .checks import (
+    CheckedScore,
+    check_eps,
+    check_finite,
+    check_int,
+    check_range,
+    check_shape,
+    lookup,
+)
 from .ode import integrate
 from .sde import SDE
 
@@ -117,16 +125,22 @@ DIVERGENCES = ("exact", *PROBES)
 
 
 # ---- log-likelihood ----------------------------------------------------------------------------
-def _check_inputs(sde: SDE, x: Tensor, divergence: str, eps: float, probes: int) -> tuple:
-    """``(eps, probes)`` as numbers after the boundary checks of the arguments."""
+def _check_inputs(
+    sde: SDE, x: Tensor, divergence: str, eps: float, probes: int, tols: tuple[float, float]
+) -> tuple:
+    """``(eps, probes)`` as numbers after the boundary checks of the arguments (``tols``: the
+    solver's ``(rtol, atol)``, which must not be negative)."""
     lookup(dict.fromkeys(DIVERGENCES), divergence, "divergence", callables=False)
     eps = check_eps(sde, eps, default=False)
     probes = check_int("probes", probes, 1)
+    check_range("rtol", tols[0], 0)
+    check_range("atol", tols[1], 0)
     if not isinstance(x, Tensor) or x.ndim < 1 or not x.is_floating_point():
         raise ValueError(
             f"x must be a floating (B, ...) tensor (dequantize integer data first), got "
             f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}"
         )
+    check_shape(x.shape, "x.shape")
     check_finite(x, "x")
     return eps, probes
 
@@ -171,7 +185,7 @@ def log_likelihood_estimates(
     rows are independent given x, so ``logp.mean(0)`` is the estimate and
     ``logp.std(0) / sqrt(K)`` its standard error.
     """
-    eps, probes = _check_inputs(sde, x, divergence, eps, probes)
+    eps, probes = _check_inputs(sde, x, divergence, eps, probes, (rtol, atol))
     probe = _probe(divergence, x, probes, generator, noise)
     score = CheckedScore(score_fn)
     ones = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)

@@ -21,7 +21,7 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-from .checks import check_int, lookup
+from .checks import check_int, check_range, lookup
 
 __all__ = ["integrate", "ADAPTIVE", "FIXED", "SCIPY", "METHODS", "ODEError"]
 
@@ -46,6 +46,13 @@ def check_method(method: str, steps: int | None) -> None:
         check_int("steps", steps, 1)
 
 
+def check_tolerances(rtol: float, atol: float) -> None:
+    """Raise ``ValueError`` unless ``rtol > 0`` and ``atol >= 0`` (a negative tolerance would
+    silently turn the error control off)."""
+    check_range("rtol", rtol, 0.0, open_low=True)
+    check_range("atol", atol, 0.0)
+
+
 def integrate(
     func: Func,
     y0: Sequence[Tensor],
@@ -58,6 +65,8 @@ def integrate(
 ) -> tuple[tuple[Tensor, ...], int]:
     """Integrate ``dy/dt = func(t, y)`` from ``t0`` to ``t1``; returns ``(y(t1), nfe)``."""
     check_method(method, steps)
+    if method not in FIXED:
+        check_tolerances(rtol, atol)
     y0 = tuple(y0)
     nfe = 0
 

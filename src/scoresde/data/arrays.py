@@ -34,6 +34,8 @@ def _read_npy(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable .npy array ({e})") from None
     if not isinstance(a, np.ndarray) or not np.issubdtype(a.dtype, np.number):
         raise ValueError(f"{path}: expected a numeric array, got dtype {getattr(a, 'dtype', a)}")
+    if np.iscomplexobj(a):
+        raise ValueError(f"{path}: complex values ({a.dtype}); data must be real numbers")
     return a
 
 
@@ -44,10 +46,13 @@ def load_array(path: str | Path) -> Tensor:
     """Read an ``(N, D)`` data set from ``.npy`` or ``.csv`` (a 1-D array is N points in 1-D).
 
     Raises ``ValueError`` with the file name for a missing file, another extension, a non-numeric
-    csv, an array that is not (N,) or (N, D), fewer than 2 rows, or NaN / inf entries.
+    or non-UTF-8 csv, an array that is not (N,) or (N, D), fewer than 2 rows, complex values,
+    NaN / inf entries, or values too large for the default dtype.
     """
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
+    if reader is None and not path.exists():
+        raise ValueError(f"{path}: no such data file or folder")
     if reader is None:
         raise ValueError(
             f"{path}: unsupported data file type; use one of {', '.join(_READERS)} for vectors, "
@@ -66,7 +71,13 @@ def load_array(path: str | Path) -> Tensor:
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
         raise ValueError(f"{path}: {int(bad.sum())} NaN/inf entries (first in row {row})")
-    return torch.from_numpy(a.astype(np.float64)).to(torch.get_default_dtype())
+    x = torch.from_numpy(a.astype(np.float64)).to(torch.get_default_dtype())
+    if not bool(torch.isfinite(x).all()):  # finite in float64, too large for the default dtype
+        big = float(np.abs(a).max())
+        raise ValueError(
+            f"{path}: values overflow {x.dtype} (largest magnitude {big:.3g}); rescale the data"
+        )
+    return x
 
 
 def split(
@@ -116,11 +127,23 @@ class Standardizer:
         return {"mean": self.mean.clone(), "std": self.std.clone()}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Tensor]) -> Standardizer:
-        """Inverse of :meth:`state_dict`."""
+    def from_state_dict(
+        cls, state: dict[str, Tensor], shape: tuple[int, ...] | list[int] | None = None
+    ) -> Standardizer:
+        """Inverse of :meth:`state_dict`; with ``shape``, the statistics must have that shape
+        (the data's shape per example)."""
         if not isinstance(state, dict) or set(state) != {"mean", "std"}:
-            raise ValueError(f"a standardizer state needs keys mean and std, got {state!r}")
-        return cls(state["mean"], state["std"])
+            keys = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"a standardizer state needs keys mean and std, got {keys}")
+        if not all(isinstance(v, Tensor) and v.is_floating_point() for v in state.values()):
+            raise ValueError("a standardizer's mean and std must be floating tensors")
+        st = cls(state["mean"], state["std"])
+        if shape is not None and tuple(st.mean.shape) != tuple(shape):
+            raise ValueError(
+                f"the standardizer has shape {tuple(st.mean.shape)} but the data have shape "
+                f"{tuple(shape)} per example"
+            )
+        return st
 
     def __repr__(self) -> str:
         return f"Standardizer(mean={self.mean.tolist()}, std={self.std.tolist()})"

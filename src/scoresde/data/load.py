@@ -48,6 +48,11 @@ def load_data(cfg: DataConfig) -> tuple[Tensor, Tensor, Standardizer | None]:
         toy = lookup(TOY, cfg.name, "toy data set", callables=False, sort=True)
         x = toy(cfg.n_train + cfg.n_test, generator=g)
         train, test = x[: cfg.n_train], x[cfg.n_train :]
+    if len(train) < 2:
+        raise ValueError(
+            f"{cfg.path or cfg.name}: the training split has {len(train)} row(s); training needs "
+            "at least 2 (more rows, a smaller data.test_fraction or a larger data.n_train)"
+        )
     return train, test, Standardizer.fit(train) if cfg.standardize else None
 
 

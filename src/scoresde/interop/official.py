@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..core.checks import did_you_mean, short
 from ..core.score import ScoreModel
 from ..core.sde import SDE, VESDE, VPSDE, SubVPSDE
 from ..data.transforms import SCALING
@@ -100,7 +101,8 @@ def official_net(config: Mapping) -> nn.Module:
     name = model.get("name")
     if name not in OFFICIAL_NETS:
         raise CheckpointError(
-            f"official model.name {name!r} is not supported; supported: {', '.join(OFFICIAL_NETS)}"
+            f"official model.name {short(name)} is not supported{did_you_mean(name, OFFICIAL_NETS)}"
+            f"; supported: {', '.join(OFFICIAL_NETS)}"
         )
     cls = NETS[OFFICIAL_NETS[name]]
     arch = {f.name for f in fields(cls.Config)}
@@ -109,9 +111,10 @@ def official_net(config: Mapping) -> nn.Module:
             raise CheckpointError(f"model.{key}={model[key]!r} is not supported (only {value!r})")
     unknown = sorted(set(model) - arch - _NON_ARCH - set(_FIXED) - _IGNORED[name])
     if unknown:
+        known = sorted(arch | _NON_ARCH | set(_FIXED))
         raise CheckpointError(
             f"unknown architecture flag(s) model.{', model.'.join(unknown)} for official "
-            f"{name!r}; known: {', '.join(sorted(arch | _NON_ARCH | set(_FIXED)))}"
+            f"{name!r}{did_you_mean(unknown[0], known)}; known: {', '.join(known)}"
         )
     params = {k: v for k, v in model.items() if k in arch}
     params.update({k: data[k] for k in _DATA_KEYS if k in data})
@@ -136,8 +139,10 @@ def official_sde(config: Mapping) -> SDE:
             return (VPSDE if name == "vpsde" else SubVPSDE)(m["beta_min"], m["beta_max"], N)
     except KeyError as e:
         raise CheckpointError(f"official config lacks model.{e.args[0]} for {name}") from None
+    valid = ("vesde", "vpsde", "subvpsde")
     raise CheckpointError(
-        f"official training.sde {name!r} is not supported; valid: vesde, vpsde, subvpsde"
+        f"official training.sde {short(name)} is not supported{did_you_mean(name, valid)}; "
+        f"valid: {', '.join(valid)}"
     )
 
 
@@ -181,6 +186,16 @@ def _read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"no official checkpoint at {path}")
     try:
         ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        if zipfile.is_zipfile(path):  # a complete torch file whose objects weights_only refused
+            raise CheckpointError(
+                f"{path} refused: holds Python objects other than tensors and plain data "
+                "(never unpickled); save the official state dicts with torch.save again"
+            ) from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(
+            f"{path} is truncated, corrupt or not a torch file ({first})"
+        ) from None
     except _READ_ERRORS as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(

@@ -48,6 +48,7 @@ __all__ = [
     "model_from_checkpoint",
     "load_model",
     "check_state_dict",
+    "check_resumable",
 ]
 
 FORMAT, VERSION = "scoresde", 1
@@ -228,6 +229,74 @@ def check_state_dict(
         raise CheckpointError(f"{what} do not fit this model ({hint}): " + "; ".join(problems))
 
 
+# Parameter names of earlier versions of this library -> today's (``Combine.Conv`` became
+# ``Combine.Conv_0``, the official name); applied only where the model expects the new name.
+_RENAMED = ((".Conv.", ".Conv_0."),)
+
+
+def _renamed(state: Mapping[str, Tensor], expected: Mapping[str, Any]) -> dict[str, Tensor]:
+    """``state`` with the former names of :data:`_RENAMED` changed where ``expected`` (a model's
+    keys) has the new name and not the old one; every other key as it is."""
+    out = {}
+    for k, v in state.items():
+        new = k
+        for old, now in _RENAMED:
+            cand = k.replace(old, now)
+            if cand != k and k not in expected and cand in expected and cand not in state:
+                new = cand
+        out[new] = v
+    return out
+
+
+def _ema_params(averaged: Any) -> Mapping[str, Tensor]:
+    """The EMA weights of a checkpoint's ``ema`` entry; one :class:`CheckpointError` if the entry
+    is not ``{"params": {name: tensor}, ...}``."""
+    params = averaged.get("params") if isinstance(averaged, Mapping) else None
+    if not isinstance(params, Mapping) or not all(isinstance(v, Tensor) for v in params.values()):
+        got = sorted(map(str, averaged)) if isinstance(averaged, Mapping) else type(averaged)
+        raise CheckpointError(
+            f"the checkpoint's ema entry has no 'params' dict of tensors (got {got}); "
+            "use the raw weights (--no-ema) or another checkpoint"
+        )
+    return params
+
+
+def check_resumable(state: dict, path: str | Path = CHECKPOINT) -> None:
+    """Raise one :class:`CheckpointError` unless the loaded checkpoint ``state`` can continue its
+    run: a config that validates, weights and EMA weights that fit its model (the checks of
+    :func:`model_from_checkpoint`, as sampling makes them), the optimizer state, the step and
+    the RNG states (``rng.torch``, ``rng.data``: uint8 tensors). Converted official checkpoints,
+    which have no optimizer state, cannot be resumed."""
+    try:
+        config_from_dict(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its config is not valid: {e}") from None
+    if not isinstance(state.get("ema"), Mapping):
+        raise CheckpointError(f"{path} has no EMA state (entry 'ema'); it cannot be resumed")
+    model_from_checkpoint(state, ema=True)
+    rng = state.get("rng")
+    rngs = [rng.get(k) for k in ("torch", "data")] if isinstance(rng, Mapping) else [None]
+    if not all(isinstance(r, Tensor) and r.dtype == torch.uint8 for r in rngs):
+        raise CheckpointError(
+            f"{path} has no RNG state (entry 'rng' with uint8 tensors 'torch' and 'data'); "
+            "it cannot be resumed exactly"
+        )
+    if not isinstance(state.get("optimizer"), Mapping):
+        raise CheckpointError(
+            f"{path} has no optimizer state (entry 'optimizer'), as a converted checkpoint; "
+            "it cannot be resumed (train a new run from it instead)"
+        )
+    try:
+        cfg = config_from_dict(state["config"])
+        st = state.get("standardizer")
+        _ = None if st is None else Standardizer.from_state_dict(st, cfg.data.shape)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: entry 'step' must be an integer >= 0, got {step!r:.60}")
+
+
 def model_from_checkpoint(
     state: dict, ema: bool = True, config: Config | None = None
 ) -> ScoreModel:
@@ -240,21 +309,27 @@ def model_from_checkpoint(
     """
     if config is None:
         d = state["config"]
+        if not isinstance(d, Mapping):
+            raise CheckpointError(f"the checkpoint's config is a {type(d).__name__}, not a mapping")
         try:
             config = config_from_dict({"sde": d.get("sde"), "model": d.get("model")})
-        except (ConfigError, AttributeError) as e:
-            raise CheckpointError(f"checkpoint config cannot build a model: {e}") from None
-    model = build_score_model(config)
+            model = build_score_model(config)
+        except ConfigError as e:
+            raise CheckpointError(f"the checkpoint's config cannot build a model: {e}") from None
+    else:
+        model = build_score_model(config)
     weights = state["model"]
     if not isinstance(weights, Mapping):
         raise CheckpointError(f"checkpoint weights are a {type(weights).__name__}, not a dict")
+    weights = _renamed(weights, model.state_dict())
     check_state_dict(weights, model.state_dict(), "the checkpoint's weights")
     averaged = state.get("ema") if ema else None
     try:
         model.load_state_dict(weights)
         if averaged is not None:
-            params = averaged["params"]
+            params = _ema_params(averaged)
             own = dict(model.named_parameters())  # the EMA averages the trainable ones only
+            params = _renamed(params, own)
             trainable = {k: v for k, v in own.items() if v.requires_grad}
             check_state_dict(params, trainable, "the checkpoint's EMA weights")
             with torch.no_grad():
@@ -280,6 +355,10 @@ def load_model(
     """
     state = load_checkpoint(workdir)
     model = model_from_checkpoint(state, ema, config)
+    cfg = _config(state["config"])
     st = state.get("standardizer")
-    standardizer = None if st is None else Standardizer.from_state_dict(st)
-    return model, _config(state["config"]), standardizer
+    try:
+        standardizer = None if st is None else Standardizer.from_state_dict(st, cfg.data.shape)
+    except ValueError as e:
+        raise CheckpointError(f"{checkpoint_path(workdir)}: {e}") from None
+    return model, cfg, standardizer

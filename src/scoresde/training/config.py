@@ -26,14 +26,14 @@ from typing import Any
 import torch
 import yaml
 
-from ..core.checks import lookup
+from ..core.checks import check_device_name, check_seed, did_you_mean, lookup, short
 from ..core.losses import REDUCTIONS, WEIGHTINGS
 from ..core.score import LABELS, PARAMETERIZATIONS, ScoreModel
 from ..core.sde import SDE, VESDE, VPSDE, SubVPSDE
 from ..data import IMAGE_DATASETS, SCALING, TOY, is_image_path
 from ..data.spec import DataConfig
 from ..nets import NETS, build_net, net_params
-from ..nets.params import coerce
+from ..nets.params import coerce, type_name
 
 __all__ = [
     "ConfigError",
@@ -60,6 +60,10 @@ __all__ = [
     "resume_config",
     "check_sampler",
     "preflight",
+    "check_device",
+    "check_run",
+    "MAX_YAML_BYTES",
+    "MAX_YAML_ALIASES",
 ]
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -123,7 +127,7 @@ class TrainConfig:
     bpd_n: int = 100
     seed: int = 0
     device: str = "cpu"
-    tensorboard: bool = True
+    tensorboard: bool | None = None  # None: on when installed; true: on (a note if not)
     backend: str = "auto"  # torch.distributed under torchrun: auto (gloo on CPU, nccl on CUDA)
 
 
@@ -190,8 +194,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     strings accepted as YAML writes them), or ConfigError naming key, value and type."""
     try:
         return coerce(value, tp, strings=True)
-    except TypeError as e:
-        raise ConfigError(f"{key}: {e}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key}: expected {type_name(tp)}, got {short(value)}") from None
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -203,28 +207,30 @@ def _section_from_dict(name: str, d: Any) -> Any:
     if d is None:
         d = {}
     if not isinstance(d, dict):
-        raise ConfigError(f"section {name!r} must be a mapping of keys to values, got {d!r}")
+        raise ConfigError(f"section {name!r} must be a mapping of keys to values, got {short(d)}")
     hints = _hints(cls)
-    unknown = sorted(set(d) - set(hints))
+    unknown = sorted(set(d) - set(hints), key=str)
     if unknown:
         raise ConfigError(
-            f"unknown key '{name}.{unknown[0]}'; valid keys of {name}: {', '.join(sorted(hints))}"
+            f"unknown key '{name}.{short(unknown[0])[1:-1]}'{did_you_mean(unknown[0], hints)}; "
+            f"valid keys of {name}: {', '.join(sorted(hints))}"
         )
     return cls(**{k: _coerce(v, hints[k], f"{name}.{k}") for k, v in d.items()})
 
 
 # ---- validation of names and ranges -----------------------------------------------------------
-def _choice(key: str, value: str, valid) -> None:
-    """ConfigError ``unknown <key> 'value' (did you mean ...); valid: a, b`` (sorted)."""
+def _choice(key: str, value: str, valid, sort: bool = True) -> None:
+    """ConfigError ``unknown <key> 'value' (did you mean ...); valid: a, b`` (sorted unless
+    ``sort`` is false)."""
     try:
-        lookup(dict.fromkeys(valid), value, key, callables=False, sort=True)
+        lookup(dict.fromkeys(valid), value, key, callables=False, sort=sort)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
 
 def _check(key: str, ok: bool, value: Any, need: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}: {value!r} is invalid; need {need}")
+        raise ConfigError(f"{key}: {short(value)} is invalid; need {need}")
 
 
 def _sampler_tables() -> tuple[dict, dict]:
@@ -267,14 +273,14 @@ def _image_scaling(d: DataConfig) -> None:
 
 
 def _model_params(m: ModelConfig) -> None:
-    """Coerce the values of ``model.params`` that the network declares to their types.
-
-    Unknown and missing keys are left to :func:`build_score_model`, which names them.
+    """Coerce the values of ``model.params`` to the types the network declares; an unknown key
+    is refused (valid ones listed, with "did you mean"). Missing keys are left to
+    :func:`build_score_model`, which names them.
     """
     spec = net_params(NETS[m.name])
     for k, v in m.params.items():
-        if k in spec:
-            m.params[k] = _coerce(v, spec[k][0], f"model.params.{k}")
+        _choice(f"model.params key of {m.name!r}:", k, spec)
+        m.params[k] = _coerce(v, spec[k][0], f"model.params.{k}")
 
 
 def _validate_data(d: DataConfig) -> None:
@@ -285,13 +291,16 @@ def _validate_data(d: DataConfig) -> None:
     _check("data.path", d.name != "file" or d.path is not None, d.path, "a .npy/.csv file path")
     _check("data.n_train", d.n_train >= 1, d.n_train, ">= 1")
     _check("data.n_test", d.n_test >= 1, d.n_test, ">= 1")
+    _seed("data.seed", d.seed)
     _check("data.test_fraction", 0 < d.test_fraction < 1, d.test_fraction, "0 < value < 1")
 
 
 def _validate_train(tr: TrainConfig) -> None:
-    for k in ("steps", "warmup", "eval_every", "ckpt_every", "sample_every"):
+    for k in ("steps", "warmup", "eval_every", "ckpt_every", "sample_every", "bpd_every"):
         _check(f"train.{k}", getattr(tr, k) >= 0, getattr(tr, k), ">= 0 (0 turns it off)")
     _check("train.batch_size", tr.batch_size >= 1, tr.batch_size, ">= 1")
+    _check("train.bpd_n", tr.bpd_n >= 1, tr.bpd_n, ">= 1")
+    _seed("train.seed", tr.seed)
     _check("train.log_every", tr.log_every >= 1, tr.log_every, ">= 1")
     _check("train.lr", 0 < tr.lr < math.inf, tr.lr, "a positive number")
     clip = tr.grad_clip
@@ -300,10 +309,25 @@ def _validate_train(tr: TrainConfig) -> None:
     _check("train.eps", 0 < tr.eps < 1, tr.eps, "0 < eps < T = 1")
     _choice("train.weighting", tr.weighting, WEIGHTINGS)
     _choice("train.reduce", tr.reduce, REDUCTIONS)
+    _choice("train.backend", tr.backend, _backends(), sort=False)
     try:
-        torch.device(tr.device)
-    except RuntimeError:
-        raise ConfigError(f"train.device: {tr.device!r} is not a device (cpu, cuda, mps)") from None
+        check_device_name(tr.device, "train.device")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _backends() -> tuple[str, ...]:
+    from .distributed import BACKENDS
+
+    return BACKENDS
+
+
+def _seed(key: str, value: int) -> None:
+    """ConfigError unless ``value`` is a seed a generator takes, in [0, 2**63)."""
+    try:
+        check_seed(key, value)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _validate_sample(s: SampleConfig) -> None:
@@ -355,9 +379,9 @@ def config_from_dict(d: dict) -> Config:
     """Inverse of :func:`config_to_dict`; missing sections and keys take their defaults."""
     if not isinstance(d, dict):
         raise ConfigError(f"a configuration must be a mapping, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(SECTIONS))
+    unknown = sorted(set(d) - set(SECTIONS), key=str)
     if unknown:
-        raise ConfigError(f"unknown section {unknown[0]!r}; valid: {', '.join(SECTIONS)}")
+        _choice("section", unknown[0], SECTIONS, sort=False)
     return validate(Config(**{name: _section_from_dict(name, d.get(name)) for name in SECTIONS}))
 
 
@@ -371,11 +395,50 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+# A YAML document may not make a large value out of a small one: at most this many aliases
+# (``*name``) and this many bytes (a config is a few hundred bytes; the "billion laughs" document
+# expands its aliases exponentially when the value is copied).
+MAX_YAML_ALIASES = 100
+MAX_YAML_BYTES = 1 << 20
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses more than :data:`MAX_YAML_ALIASES` aliases."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Count the aliases; ``yaml.YAMLError`` past the cap."""
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (refused)")
+        return super().compose_node(parent, index)
+
+
+def _yaml(text: str) -> Any:
+    """``yaml.safe_load(text)`` with the caps on aliases and size (``yaml.YAMLError`` past them)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise yaml.YAMLError(f"larger than {MAX_YAML_BYTES} bytes (refused)")
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        d = yaml.safe_load(path.read_text())
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise yaml.YAMLError(f"larger than {MAX_YAML_BYTES} bytes (refused)")
+        d = _yaml(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read YAML ({e})") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: cannot read YAML ({first})") from None
     return {} if d is None else d
 
 
@@ -383,15 +446,17 @@ def load_config(name_or_path: str | Path) -> Config:
     """A preset by name (:func:`list_presets`) or a YAML file by path."""
     s = str(name_or_path)
     path = Path(s)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder; give a preset name or a YAML file")
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"no such config file: {path}")
     else:
-        if s not in list_presets():
-            raise ConfigError(f"unknown preset {s!r}; presets: {', '.join(list_presets())}")
+        _choice("preset", s, list_presets())
         path = PRESET_DIR / f"{s}.yaml"
+    d = _read_yaml(path)  # its errors name the file
     try:
-        return config_from_dict(_read_yaml(path))
+        return config_from_dict(d)
     except ConfigError as e:
         raise ConfigError(f"{path.name}: {e}") from None
 
@@ -399,10 +464,12 @@ def load_config(name_or_path: str | Path) -> Config:
 def _parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {item!r} must look like section.key=value")
+        raise ConfigError(f"override {short(item)} must look like section.key=value")
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = _yaml(text)
+    except yaml.YAMLError as e:
+        if "refused" in str(e):
+            raise ConfigError(f"override of {short(key)}: YAML {e}") from None
         value = text
     return key.strip().split("."), value
 
@@ -415,13 +482,17 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
         parts, value = _parse_override(item)
         section = parts[0]
         if section not in SECTIONS:
-            raise ConfigError(f"unknown section in {item!r}; valid: {', '.join(SECTIONS)}")
+            _choice("section", section, SECTIONS, sort=False)
         if len(parts) == 3 and parts[:2] == ["model", "params"]:
             d["model"]["params"][parts[2]] = value
             continue
         if len(parts) != 2 or parts[1] not in _hints(SECTIONS[section]):
-            keys = ", ".join(sorted(_hints(SECTIONS[section])))
-            raise ConfigError(f"unknown key {'.'.join(parts)!r}; valid keys of {section}: {keys}")
+            hints = _hints(SECTIONS[section])
+            near = did_you_mean(".".join(parts[1:]), hints).replace("'", f"'{section}.", 1)
+            keys = ", ".join(sorted(hints))
+            raise ConfigError(
+                f"unknown key {short('.'.join(parts))}{near}; valid keys of {section}: {keys}"
+            )
         d[section][parts[1]] = value
     return config_from_dict(d)
 
@@ -461,7 +532,7 @@ def build_score_model(cfg: Config) -> ScoreModel:
         hint = ""
         if "dim" in str(e) and _net_accepts(cfg.model.name, "dim"):
             hint = " (set model.params.dim, or train, which fills it in from the data)"
-        raise ConfigError(f"model.params {cfg.model.params}: {e}{hint}") from None
+        raise ConfigError(f"model.params {short(cfg.model.params)}: {e}{hint}") from None
     return ScoreModel(net, build_sde(cfg.sde), cfg.model.parameterization, cfg.model.label)
 
 
@@ -507,7 +578,7 @@ def resume_changes(saved: Config, cfg: Config) -> list[str]:
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     refused = [k for k in diff if not _safe(k)]
     if refused:
-        shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in refused[:4])
+        shown = "; ".join(f"{k}: {short(old.get(k))} -> {short(new.get(k))}" for k in refused[:4])
         more = f" (and {len(refused) - 4} more)" if len(refused) > 4 else ""
         raise ConfigError(
             f"resume keeps the run's own config, but {', '.join(refused)} "
@@ -516,7 +587,7 @@ def resume_changes(saved: Config, cfg: Config) -> list[str]:
             "and sample periods, sample.* and data.data_dir may change (start a new run to "
             "change the others)"
         )
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff]
+    return [f"{k}: {short(old.get(k))} -> {short(new.get(k))}" for k in diff]
 
 
 def resume_config(saved: Config, cfg: Config | None) -> tuple[Config, list[str]]:
@@ -562,10 +633,47 @@ def preflight(cfg: Config) -> None:
     """Everything about ``cfg`` that can fail during training, checked before it starts: the
     device exists, and (with ``train.sample_every > 0``) the sampler can run at the data's
     shape (:func:`check_sampler`). Raises one :class:`ConfigError`."""
-    device = torch.device(cfg.train.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {cfg.train.device!r} but no CUDA GPU is available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"train.device: {cfg.train.device!r} but MPS is not available")
+    check_device(cfg.train.device)
     if cfg.train.sample_every > 0:
         check_sampler(cfg)
+
+
+def check_device(name: str, what: str = "train.device") -> torch.device:
+    """The device ``name`` (``cpu``, ``cuda[:K]``, ``mps``) if this build and machine have it;
+    one :class:`ConfigError` naming ``what`` otherwise (unknown names listed, "did you mean")."""
+    try:
+        check_device_name(name, what)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{what}: {name!r} but no CUDA GPU is available (use cpu)")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{what}: {name!r} but this machine has {count} CUDA GPU(s)")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ConfigError(f"{what}: {name!r} but MPS is not available here (use cpu)")
+    return device
+
+
+def check_run(cfg: Config, data: bool = True) -> Config:
+    """What :func:`scoresde.training.loop.train` checks before it writes anything, without
+    writing: the device, the data (with ``data``: read and checked, as training reads them), the
+    model built at the data's shape and the sampler (:func:`preflight`); returns ``cfg`` with the
+    data shape filled in. Raises ``ValueError`` (a :class:`ConfigError` for the config)."""
+    from ..data import load_data
+    from .distributed import check_batch, world_size
+
+    check_device(cfg.train.device)
+    check_batch(cfg.train.batch_size, world_size())
+    if data:
+        train_x, _, _ = load_data(cfg.data)
+        if train_x.dtype == torch.uint8 and cfg.data.scale is None:
+            raise ValueError("uint8 images need an image data set in data.name (for scale, shift)")
+        cfg = with_data_shape(cfg, tuple(train_x.shape[1:]))
+    if cfg.data.shape is not None:
+        build_score_model(cfg)
+    preflight(cfg)
+    return cfg
