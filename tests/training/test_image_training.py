@@ -69,8 +69,10 @@ def _sample_and_check(workdir, tmp_path, n: int, shape: tuple[int, ...]) -> None
     x = np.load(out)["samples"]
     assert x.shape == (n, *shape)
     assert np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0  # pixels in [0, 1]
-    picture = out.with_suffix(".png")
-    assert picture.is_file() and picture.stat().st_size > 0
+    assert not out.with_suffix(".png").exists()  # --out FILE.npz writes that file only
+    grid = tmp_path / "grid.png"
+    assert main([*argv, "--device", "cpu", "--out", str(grid)]) == 0
+    assert grid.is_file() and grid.stat().st_size > 0
 
 
 def test_digits_train_then_sample(tmp_path, presets):

@@ -17,6 +17,7 @@ import torch
 import scoresde as sd
 from scoresde.app.cli import main
 from scoresde.data import from_model, load_data, split
+from scoresde.samplers import SampleStreams
 from scoresde.training.pipeline import TrainedModel, training_data
 
 TOY = [
@@ -98,17 +99,16 @@ def test_vector_samples_are_the_cli_samples(toy_run, tmp_path, sampler, options,
                        "--seed", "3", *flags)  # fmt: skip
     assert x.shape == (12, 2) and x.dtype == torch.float32
     np.testing.assert_allclose(x.numpy(), cli, rtol=1e-6, atol=1e-6)
-    # one generator for all n <= chunk: the same draw as chunk 0 of that seed
-    g = torch.Generator().manual_seed(3)
-    assert torch.allclose(model.sample(12, sampler=sampler, generator=g, **options), x)
+    # sample i from stream i of the seed: the streams given as the generator draw the same
+    streams = SampleStreams(3, range(12))
+    assert torch.allclose(model.sample(12, sampler=sampler, generator=streams, **options), x)
 
 
 def test_vector_samples_are_in_data_units(toy_run):
     model = sd.load(toy_run)
     assert model.standardizer is not None and model.images is False
     raw = model.sample(6, output="float", seed=1, **FEW)
-    g = torch.Generator().manual_seed(1)
-    y = sd.sample(model.sde, model.score_fn, (6, 2), "pc", g, **FEW)[0]
+    y = sd.sample(model.sde, model.score_fn, (6, 2), "pc", SampleStreams(1, range(6)), **FEW)[0]
     assert torch.allclose(raw, model.standardizer.inverse(y), atol=1e-6)
     with pytest.raises(ValueError, match="image models"):
         model.sample(2, output="uint8", **FEW)

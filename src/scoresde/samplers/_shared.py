@@ -86,9 +86,81 @@ def finish(score: CheckedScore, x: Tensor, end: Node, denoise: bool) -> tuple[Te
     return x, score.finish()
 
 
-def randn(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """A standard-normal draw shaped like ``x``."""
+def randn(x: Tensor, generator: torch.Generator | SampleStreams | None) -> Tensor:
+    """A standard-normal draw shaped like ``x``: from ``generator``, or row ``i`` from stream
+    ``i`` of a :class:`SampleStreams`. Every random draw of a sampler's steps goes through here."""
+    if isinstance(generator, SampleStreams):
+        return generator.randn(x.shape, x.device, x.dtype)
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(v: int) -> int:
+    """One step of SplitMix64: a well-mixed 64-bit integer of ``v``."""
+    v = (v + 0x9E3779B97F4A7C15) & _MASK64
+    v = ((v ^ (v >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    v = ((v ^ (v >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return v ^ (v >> 31)
+
+
+def stream_seed(seed: int, index: int) -> int:
+    """The seed of sample ``index``'s stream under ``seed`` (64 bits, mixed: nearby seeds and
+    indices give unrelated streams)."""
+    return _splitmix64((_splitmix64(seed & _MASK64) + index) & _MASK64)
+
+
+class SampleStreams:
+    """One random stream per sample index, so samples do not depend on batch or chunk.
+
+    Stream ``i`` is a CPU ``torch.Generator`` seeded :func:`stream_seed(seed, i) <stream_seed>`
+    for ``i`` in ``indices``; row ``r`` of every draw comes from stream ``indices[r]`` alone, so
+    sample ``i`` is the same whichever batch it is drawn in, on any device (draws are made on the
+    CPU in the requested dtype, then moved). Pass it as a sampler's ``generator`` together with
+    a start latent ``z = streams.prior(sde, shape, ...)``. Draws are made in blocks of several
+    steps per stream (a fixed number for a given row shape) to keep the per-row overhead small.
+    """
+
+    BLOCK_VALUES = 8192  # values drawn per stream at a time (at least one row's draw)
+
+    def __init__(self, seed: int, indices: range | list[int]) -> None:
+        self.seed, self.indices = int(seed), list(indices)
+        self.generators = [torch.Generator().manual_seed(stream_seed(seed, i)) for i in indices]
+        self._blocks: dict[tuple, list] = {}  # (row shape, dtype, device) -> [block, next]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def randn(
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """A standard-normal ``shape`` draw, row ``r`` from stream ``r`` (``shape[0]`` rows)."""
+        if len(shape) < 1 or shape[0] != len(self):
+            raise ValueError(f"draws from {len(self)} streams need {len(self)} rows, got {shape}")
+        dtype = dtype or torch.get_default_dtype()
+        key = (tuple(shape[1:]), dtype, torch.device(device or "cpu"))
+        entry = self._blocks.get(key)
+        if entry is None or entry[1] == entry[0].shape[1]:
+            k = max(1, self.BLOCK_VALUES // max(1, math.prod(key[0])))
+            block = [torch.randn((k, *key[0]), generator=g, dtype=dtype) for g in self.generators]
+            entry = self._blocks[key] = [torch.stack(block).to(key[2]), 0]
+        entry[1] += 1
+        return entry[0][:, entry[1] - 1]
+
+    def prior(
+        self,
+        sde: SDE,
+        shape: tuple[int, ...],
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """A start latent at T of ``shape`` from the streams: ``N(0, prior_std^2 I)`` per row,
+        the first draw of each stream (as :meth:`~scoresde.core.sde.SDE.prior_sampling`)."""
+        return self.randn(shape, device, dtype) * sde.prior_std
 
 
 def report(callback: Callback | None, i: int, t: float | Tensor, x: Tensor, x_mean: Tensor) -> None:

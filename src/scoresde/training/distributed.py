@@ -9,7 +9,8 @@ Two ways of splitting work, both independent of the world size so that N process
 
 - training: every rank draws the whole global batch from the same generator and keeps its own rows
   :func:`rows` (``batch_size / world`` of them); DDP averages the gradients;
-- sampling and likelihoods: the work is cut into chunks, chunk ``k`` seeded with ``seed + k``;
+- sampling and likelihoods: the work is cut into chunks (likelihood batch ``k`` seeded with
+  ``seed + k``, sample ``i`` drawn from its own stream whatever its chunk);
   chunks are dealt round-robin (:func:`shard`) and gathered in chunk order (:func:`gather_chunks`).
 """
 

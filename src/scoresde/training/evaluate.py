@@ -3,9 +3,10 @@ benchmarks: a data set's NLL and bits/dim, samples drawn in chunks, the held-out
 
 Work is split so that the numbers do not depend on the number of processes (``torchrun``): the
 data set is cut into batches (and the samples into chunks); batch ``k`` of repeat ``r`` takes its
-Hutchinson probes from ``seed + r * n_batches + k``, sample chunk ``k`` is drawn with ``seed + k``;
-batches and chunks are dealt round-robin to the processes (:func:`distributed.shard`) and
-gathered in order, so every process ends with the whole result.
+Hutchinson probes from ``seed + r * n_batches + k``; sample ``i`` draws from its own stream of
+``seed`` (:class:`scoresde.samplers.SampleStreams`), whatever chunk it falls in. Batches and
+chunks are dealt round-robin to the processes (:func:`distributed.shard`) and gathered in order,
+so every process ends with the whole result.
 
 Library code here never prints: progress goes through ``callback(done, total)``.
 """
@@ -191,35 +192,60 @@ def draw_samples(
 ) -> tuple[Tensor, int]:
     """``(x, nfe)``: ``n`` samples in model units, drawn in chunks of ``chunk``.
 
-    Chunk ``k`` is drawn with ``seed + k`` through :func:`scoresde.samplers.sample` (``sampler``
-    and its ``options``), so the samples are the same for any number of processes; every process
-    gets all of them. ``nfe`` is the largest count of one chunk.
+    Sample ``i`` takes every random number (its start latent, then its step noise) from its own
+    stream, :class:`scoresde.samplers.SampleStreams` seeded ``stream_seed(seed, i)``, through
+    :func:`scoresde.samplers.sample` (``sampler`` and its ``options``). So the samples do not
+    depend on ``chunk``, nor on the number of processes the chunks are dealt to, for every sampler
+    that treats the rows of a batch independently: all of them, except the ``pc`` sampler's
+    ``langevin`` corrector (its step size uses batch-mean norms, as the official code) and the
+    ``ode`` sampler's adaptive methods (one step size for the batch: equal to the tolerance).
+    A given ``z`` (``(n, *shape)``) is cut into the chunks. Every process gets all samples;
+    ``nfe`` is the largest count of one chunk.
 
     ``callback(done, total)`` follows the chunks (this process's samples); ``step_callback(i, t,
     x, x_mean)`` goes to the sampler as its per-step ``callback``. A sampler without one (the
     probability-flow ODE) calls it at each score evaluation instead, with ``i`` the evaluation's
     index and ``x_mean = x``. Neither changes the samples.
     """
-    from ..samplers import sample, sampler_options
-
     d = _world(model, dist)
     device = d.device
     sizes, parts, nfe = distributed.chunk_sizes(n, chunk), [], 0
-    score_fn, hook = model.score_fn, {}
-    if step_callback is not None and "callback" in sampler_options(sampler):
-        hook = {"callback": step_callback}
-    elif step_callback is not None:
-        score_fn = _reporting(model.score_fn, step_callback)
+    starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    score_fn, hook = _hooks(model.score_fn, sampler, step_callback)
+    z = options.pop("z", None)
     for k in distributed.shard(len(sizes), d):
-        g = torch.Generator(device=device).manual_seed(seed + k)
-        options_k = {"device": device, **hook, **options}
-        xk, nfe_k = sample(model.sde, score_fn, (sizes[k], *shape), sampler, g, **options_k)
+        rows = range(starts[k], starts[k] + sizes[k])
+        xk, nfe_k = _draw_chunk(model, score_fn, shape, sampler, seed, rows, z, device,
+                                {**hook, **options})  # fmt: skip
         parts.append(xk)
         nfe = max(nfe, int(nfe_k))
         if callback is not None:
             callback(sum(p.shape[0] for p in parts), n)
     x = distributed.gather_chunks(parts, sizes, d, torch.empty((0, *shape), device=device))
     return x, int(distributed.all_reduce(torch.tensor(nfe, device=device), d, "max"))
+
+
+def _hooks(score_fn: Callable[[Tensor, Tensor], Tensor], sampler: str, step_callback):
+    """``(score_fn, options)`` that report the steps to ``step_callback``: the sampler's own
+    ``callback`` where it takes one, else a score function reporting each evaluation."""
+    from ..samplers import sampler_options
+
+    if step_callback is None:
+        return score_fn, {}
+    if "callback" in sampler_options(sampler):
+        return score_fn, {"callback": step_callback}
+    return _reporting(score_fn, step_callback), {}
+
+
+def _draw_chunk(model, score_fn, shape, sampler, seed, rows, z, device, options):
+    """``(x, nfe)`` of the samples ``rows``, each from its own stream of ``seed``."""
+    from ..samplers import SampleStreams, sample
+
+    streams = SampleStreams(seed, rows)
+    if z is not None:
+        options["z"] = z[rows.start : rows.stop].to(device)
+    options = {"device": device, **options}
+    return sample(model.sde, score_fn, (len(rows), *shape), sampler, streams, **options)
 
 
 def _reporting(score_fn: Callable[[Tensor, Tensor], Tensor], step_callback: StepCallback):

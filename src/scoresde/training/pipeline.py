@@ -10,9 +10,10 @@ data units, where the user's data live:
   floats in [0, 1] or as uint8 pixels ``floor(256 u)`` (the dequantization cell holding ``u``,
   :func:`scoresde.data.from_model`); uint8 pixels are dequantized for a likelihood.
 
-Samples are drawn as ``scoresde sample`` draws them (:func:`.evaluate.draw_samples`: chunk ``k``
-from ``seed + k``) and likelihoods computed as ``scoresde likelihood`` computes them
-(:func:`.evaluate.dataset_nll`), so the same seed gives the same numbers here and there.
+Samples are drawn as ``scoresde sample`` draws them (:func:`.evaluate.draw_samples`: sample ``i``
+from its own random stream of ``seed``, whatever the chunk size) and likelihoods computed as
+``scoresde likelihood`` computes them (:func:`.evaluate.dataset_nll`), so the same seed gives the
+same numbers here and there.
 
 :func:`training_data` turns the ``data`` argument of :func:`scoresde.training.loop.train` (one
 array or tensor held in memory) into the loop's ``(train, test, standardizer)``.
@@ -138,10 +139,12 @@ class TrainedModel:
         Args:
             n: number of samples.
             sampler: a name in :data:`scoresde.SAMPLERS` (or a sampler function).
-            generator: draw all ``n`` in one call from this generator; without one, draw as
-                ``scoresde sample --seed seed --chunk chunk`` does (chunk ``k`` from
-                ``seed + k``), so the samples equal the ones it writes.
-            seed, chunk: the seeds and chunk size used when ``generator`` is None.
+            generator: draw all ``n`` in one call from this generator (one stream for the
+                batch); without one, draw as ``scoresde sample --seed seed`` does (sample ``i``
+                from its own stream, :class:`scoresde.samplers.SampleStreams`), so the samples
+                equal the ones it writes, for any ``chunk`` (and any ``--chunk``).
+            seed: the seed of the per-sample streams used when ``generator`` is None.
+            chunk: samples per sampler call (memory; the samples do not depend on it).
             output: images: ``"float"`` (pixels in [0, 1]) or ``"uint8"`` (0..255).
             **options: the sampler's options (``steps``, ``eps``, ``denoise``, ``z``, ...;
                 :func:`scoresde.samplers.sampler_options` lists them).
