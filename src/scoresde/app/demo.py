@@ -4,10 +4,13 @@
 
 * ``samples.png``: held-out data, PC samples and probability-flow ODE samples side by side;
 * ``trajectories.png``: paths of the plug-in reverse SDEs, lambda = 0 (reverse SDE) and lambda = 1
-  (probability-flow ODE), sdeflow-light's Figure 5;
-* ``field.png``: the learned score field and the learned density log p_t at several t;
-* ``flow.gif``: points flowing from noise to data along the probability-flow ODE;
-* ``loss.png``: the training and test DSM losses;
+  (probability-flow ODE), sdeflow-light's Figure 5, coloured by t;
+* ``field.png``: the learned score field and the log p_t it integrates to at several t;
+* ``flow.gif``: points flowing from noise to data along the probability-flow ODE (frames evenly
+  spaced in log-SNR);
+* ``density.png``, ``density.gif``: the model's density against the data's, at the end and at
+  every evaluation of the training (``density.npz``);
+* ``curves.png`` (written by the training loop): the training and test DSM losses;
 * ``metrics.json``: test NLL (nats, data units) with its standard error, two-sample distances to
   held-out data, NFEs and wall times.
 """
@@ -20,65 +23,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..core.likelihood import log_likelihood
 from ..core.metrics import energy_distance
 from ..data import load_data
-from ..samplers import sample_lambda, sample_ode, sample_pc
+from ..samplers import sample_ode, sample_pc
 from ..training.checkpoint import load_model
 from ..training.config import apply_overrides, load_config
 from ..training.evaluate import dataset_nll
 from ..training.loop import train
 from ..viz import plots
+from .plot import LAMBDAS, draw_animation, draw_density, draw_field, lambda_paths
 
 __all__ = ["run_demo"]
 
 PRESET = "toy_swissroll_vp"
-FIELD_TIMES = (0.01, 0.05, 0.1, 0.2, 0.4)
-
-
-def _paths(model, n: int, lam: float, steps: int, frames: int, g: torch.Generator) -> np.ndarray:
-    """``(frames, n, 2)`` snapshots of the plug-in reverse SDE with parameter ``lam``."""
-    keep = set(np.linspace(0, steps - 1, frames - 1).round().astype(int).tolist())
-    snaps: list[torch.Tensor] = []
-
-    def record(i: int, t: torch.Tensor, x: torch.Tensor, x_mean: torch.Tensor) -> None:
-        if i in keep:
-            snaps.append(x.detach().clone())
-
-    z = model.sde.prior_sampling((n, 2), generator=g)
-    with torch.no_grad():
-        x, _ = sample_lambda(
-            model.sde,
-            model.score_fn,
-            (n, 2),
-            lam=lam,
-            steps=steps,
-            z=z,
-            generator=g,
-            callback=record,
-        )
-    return torch.stack([z, *snaps[: frames - 2], x]).numpy()
-
-
-def _field(model, box, t_values) -> tuple[Callable, Callable]:
-    sde = model.sde
-
-    def score(points: np.ndarray, t: float) -> np.ndarray:
-        x = torch.as_tensor(points, dtype=torch.float32)
-        with torch.no_grad():
-            return model.score_fn(x, torch.full((len(x),), t)).numpy()
-
-    def log_density(points: np.ndarray, t: float) -> np.ndarray:
-        x = torch.as_tensor(points, dtype=torch.float32)
-        lp, _, _ = log_likelihood(
-            sde, model.score_fn, x, divergence="exact", eps=t, rtol=1e-4, atol=1e-4
-        )
-        return lp.detach().numpy()
-
-    return score, log_density
+TITLE = "VP-SDE on the swiss roll"
 
 
 def _pictures_of_samples(model, std, test: torch.Tensor, n: int, g: torch.Generator, out: Path):
@@ -94,7 +54,7 @@ def _pictures_of_samples(model, std, test: torch.Tensor, n: int, g: torch.Genera
             f"probability-flow ODE ({nfe_ode} NFE)": x_ode.numpy(),
         },
         out / "samples.png",
-        title="VP-SDE on the swiss roll",
+        title=TITLE,
     )
     return {
         "energy_distance_pc": energy_distance(x_pc, test).item(),
@@ -105,25 +65,21 @@ def _pictures_of_samples(model, std, test: torch.Tensor, n: int, g: torch.Genera
 
 
 def _pictures_of_paths(model, std, n: int, g: torch.Generator, out: Path) -> None:
-    """``trajectories.png`` (lambda = 0 and 1) and ``flow.gif`` (lambda = 1), in data units."""
-    p0 = _paths(model, min(n, 1000), 0.0, 500, 60, g)
-    p1 = _paths(model, min(n, 1000), 1.0, 500, 60, g)
-    unstd = lambda p: std.inverse(torch.as_tensor(p).reshape(-1, 2)).reshape(p.shape).numpy()
-    plots.trajectories(
-        {"λ = 0: reverse SDE": unstd(p0), "λ = 1: probability-flow ODE": unstd(p1)},
-        out / "trajectories.png",
-        n_lines=12,
-    )
-    labels = [f"t = {t:.2f}" for t in np.linspace(1.0, 0.0, len(p1))]
-    plots.animate_clouds(unstd(p1), out / "flow.gif", labels=labels)
+    """``trajectories.png`` (lambda = 0 and 1) and ``flow.gif`` (lambda = 1), in data units, at
+    times evenly spaced in log-SNR."""
+    times, paths = lambda_paths(model, std, 2, min(n, 1000), g)
+    plots.trajectories(paths, out / "trajectories.png", times, title=f"{TITLE}: noise to data")
+    labels = [f"probability-flow ODE, t = {t:.3g}" for t in times]
+    plots.animate_clouds(paths[LAMBDAS[1][1]], out / "flow.gif", labels=labels)
 
 
-def _pictures_of_fields(model, std, test: torch.Tensor, out: Path) -> None:
-    """``field.png`` (score field and log p_t at ``FIELD_TIMES``) and ``loss.png``."""
-    box = plots.limits(std.forward(test).numpy(), pad=0.25)
-    score, log_density = _field(model, box, FIELD_TIMES)
-    plots.field_and_density(score, log_density, FIELD_TIMES, box, out / "field.png")
-    plots.loss_curves(out / "metrics.csv", out / "loss.png", keys=("train_loss", "test_loss"))
+def _pictures_of_fields(model, cfg, std, test: torch.Tensor, out: Path) -> None:
+    """``field.png`` (score field and log p_t at several t), ``density.png`` (the model's density
+    against the data's) and ``density.gif`` (that density at every evaluation of the training)."""
+    data = test.double()
+    draw_field(model, std, data, out / "field.png")
+    draw_density(model, std, cfg, data, out / "density.png")
+    draw_animation(out, data, out / "density.gif")
 
 
 def run_demo(
@@ -155,7 +111,7 @@ def run_demo(
     log("trajectories (lambda = 0 and 1) and the animation")
     _pictures_of_paths(model, std, n, g, out)
     log("score field and density")
-    _pictures_of_fields(model, std, test, out)
+    _pictures_of_fields(model, cfg, std, test, out)
     log("test likelihood")
     m = min(len(test), 1000)
     nll = dataset_nll(model, test[:m], cfg.data, std, divergence="exact", batch_size=m)

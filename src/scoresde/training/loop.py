@@ -15,9 +15,13 @@ Files in ``workdir``:
   of the online model on training batches, of the EMA model on the whole test split; image runs
   with ``train.bpd_every``: the EMA model's bits/dim of the first ``train.bpd_n`` test images);
 - ``curves.png``: those curves, redrawn at every evaluation (``scoresde plot`` redraws them);
+- ``density.npz``: 1-D and 2-D data: the EMA model's probability-flow density on a small grid at
+  every evaluation (:mod:`.density`; ``scoresde plot --what animation`` draws it);
 - ``samples_<step>.npy``: EMA-model samples in data units every ``train.sample_every`` steps
   (images: pixels in [0, 1], also drawn as the grid ``samples_<step>.png``);
-- ``tb/``: TensorBoard scalars when ``tensorboard`` is installed and ``train.tensorboard``.
+- ``tb/``: TensorBoard scalars when ``tensorboard`` is installed, unless ``train.tensorboard``
+  is false (``true`` without it installed: training goes on without, see
+  :func:`tensorboard_note`).
 
 The run folder (:mod:`.workdir`): a folder that holds a run is refused unless ``resume`` (continue
 it, with the checkpoint's own config; only ``train.steps`` and the keys of
@@ -82,6 +86,7 @@ from .config import (
     resume_config,
     with_data_shape,
 )
+from .density import SNAPSHOT, snapshot_density
 from .ema import EMA
 from .evaluate import EVAL_SEED, SAMPLE_SEED, mean_test_bpd, mean_test_loss, sample_model
 from .workdir import WorkdirLock, claim, clear_run, remove_stale_temporaries, writing
@@ -352,7 +357,7 @@ def _build(
     step, elapsed = _restore(state, model, ema, opt, gen, losses) if state else (0, 0.0)
     ema_model = copy.deepcopy(model).eval()
     rows = _start_files(workdir, cfg, step if state else None, overwrite) if d.is_main else []
-    writer = _tensorboard(workdir, tc.tensorboard and d.is_main)
+    writer = _tensorboard(workdir, tc.tensorboard is not False and d.is_main)
     model.train()
     own = distributed.rows(tc.batch_size, d)
     score_fn = _rows_score(distributed.wrap_ddp(model, d), own) if d.active else model
@@ -380,13 +385,32 @@ def _start_files(workdir: Path, cfg: Config, resume_step: int | None, overwrite:
 
 
 def _tensorboard(workdir: Path, enabled: bool) -> Any:
-    if not enabled:
+    """A SummaryWriter on ``workdir/tb`` when ``enabled`` and TensorBoard is installed."""
+    if not enabled or not tensorboard_installed():
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         return None
     return SummaryWriter(str(workdir / "tb"))
+
+
+def tensorboard_installed() -> bool:
+    """Whether the ``tensorboard`` package can be imported (it is optional: the ``tb`` extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def tensorboard_note(cfg: Config) -> str | None:
+    """The one line to show when ``train.tensorboard`` is true but TensorBoard is not installed
+    (training goes on without it); None otherwise (``null``, the default: silently off)."""
+    if cfg.train.tensorboard is not True or tensorboard_installed():
+        return None
+    return (
+        "note: train.tensorboard is true but tensorboard is not installed; training without it "
+        "(pip install tensorboard, or --set train.tensorboard=false)"
+    )
 
 
 # ---- the phases of one iteration --------------------------------------------------------------
@@ -457,7 +481,8 @@ def _log(run: Run, metrics: dict) -> None:
         from ..viz.plots import training_curves
 
         with writing(run.workdir / "curves.png", _note(run)):
-            training_curves(run.metrics_csv, run.workdir / "curves.png")
+            bpd_n = run.cfg.train.bpd_n if run.images else None
+            training_curves(run.metrics_csv, run.workdir / "curves.png", bpd_n=bpd_n)
     if run.writer is not None:
         for k in ("train_loss", "test_loss", "test_bpd", "lr"):
             if k in metrics:
@@ -485,6 +510,16 @@ def _sample(run: Run, step: int) -> None:
             image_grid(x[:64].cpu().numpy(), stem.with_suffix(".png"))
     with writing(stem.with_suffix(".npy"), _note(run)):
         np.save(stem.with_suffix(".npy"), x.cpu().numpy())
+
+
+def _density_snapshot(run: Run, step: int) -> None:
+    """1-D and 2-D data: append the EMA model's density on a small grid to ``density.npz``."""
+    shape = tuple(run.cfg.data.shape)
+    if run.images or len(shape) != 1 or shape[0] > 2:
+        return
+    data = run.train_x if run.standardizer is None else run.standardizer.inverse(run.train_x)
+    with writing(run.workdir / SNAPSHOT, _note(run)):
+        snapshot_density(run.ema_model, run.standardizer, data, step, run.workdir / SNAPSHOT)
 
 
 def save(run: Run, step: int) -> None:
@@ -655,6 +690,8 @@ def _loop(
             if main:
                 metrics |= _evaluate(run, step, end)
                 _log(run, metrics)
+                if "test_loss" in metrics:
+                    _density_snapshot(run, step)
         # sample: EMA samples in data units (rank 0)
         if _every(step, tc.sample_every):
             run.losses.check(run)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT, CheckpointError, load_checkpoint
+from .checkpoint import CHECKPOINT, CheckpointError, check_resumable, load_checkpoint
 from .config import Config, config_from_dict
 
 try:  # POSIX; elsewhere the folder is not locked
@@ -34,8 +34,9 @@ __all__ = ["WorkdirError", "WorkdirLock", "LOCK", "RUN_FILES", "refuse", "claim"
 __all__ += ["writing", "remove_stale_temporaries", "run_files", "saved_run"]
 
 LOCK = ".lock"
-RUN_FILES = ("checkpoint.pt", "config.yaml", "metrics.csv", "curves.png")  # and samples_*, tb/
-_ATOMIC = ("checkpoint.pt", "config.yaml", "metrics.csv")  # written through a temporary file
+# The run files the trainer writes by name (besides samples_* and tb/).
+RUN_FILES = ("checkpoint.pt", "config.yaml", "metrics.csv", "curves.png", "density.npz")
+_ATOMIC = ("checkpoint.pt", "config.yaml", "metrics.csv", "density.npz")  # via a temporary file
 
 
 class WorkdirError(ValueError):
@@ -216,10 +217,15 @@ def claim(workdir: str | Path, resume: bool, overwrite: bool) -> WorkdirLock:
 def saved_run(workdir: str | Path) -> tuple[Config, int]:
     """``(config, step)`` of the checkpoint that ``workdir`` holds, for resuming it.
 
-    Raises :class:`WorkdirError` when there is none (as :func:`refuse` with ``resume``).
+    Raises :class:`WorkdirError` when there is none (as :func:`refuse` with ``resume``), and
+    :class:`~scoresde.training.checkpoint.CheckpointError` when it cannot be resumed (no EMA, RNG
+    or optimizer state, weights that do not fit, a malformed config; see
+    :func:`~scoresde.training.checkpoint.check_resumable`).
     """
     _refuse_run(Path(workdir), resume=True, overwrite=False)  # every rank: no lock probe
-    state = load_checkpoint(Path(workdir) / CHECKPOINT)
+    path = Path(workdir) / CHECKPOINT
+    state = load_checkpoint(path)
+    check_resumable(state, path)  # what resuming reads, checked as sampling checks it
     return config_from_dict(state["config"]), int(state["step"])
 
 
