@@ -244,8 +244,8 @@ def test_adaptive_reproduces_mixture_in_64_dimensions(mixture, sde):
     """The adaptive solver's error norm is a root mean square over the entries of one example: it
     concentrates in high dimension, its design regime (images). On 32 independent copies of the 2-D
     mixture (D = 64) its weak error, measured with 4000 examples (MC SE 0.002 / 0.003), is at most
-    0.0063 / 0.011 at rtol = 0.05: budget 0.01 / 0.02. (In 2-D the acceptance test depends on the
-    noise draw itself and rejection biases the covariance, by ~0.3 here; see the docstring.)"""
+    0.0063 / 0.011 at rtol = 0.05: budget 0.01 / 0.02. (The 2-D case, where the acceptance test
+    depends on the noise draw itself, is tests/samplers/test_adaptive.py.)"""
     k, eps, g = 32, default_eps(sde), torch.Generator().manual_seed(8)
     z = mixture.sample_t(250 * k, sde, sde.T, g).reshape(250, k * mixture.dim)
     x, nfe = fs.sample_adaptive(

@@ -2,11 +2,13 @@
 
 One file per family: :mod:`.pc` (predictors, correctors, ``sample_pc``), :mod:`.flow` (the
 probability-flow ODE: ``sample_ode``, ``encode``), :mod:`.edm` (``sample_heun``),
-:mod:`.dpm_solver`, :mod:`.adaptive` (``sample_adaptive``), :mod:`.plugin` (the lambda family,
+:mod:`.dpm_solver` (also adaptive and stochastic), :mod:`.multistep` (UniPC, DEIS, iPNDM, lms),
+:mod:`.adaptive` (``sample_adaptive``), :mod:`.plugin` (the lambda family,
 ``sample_lambda``), and :mod:`.grids` (time grids). All share the conventions: options are keyword
 only, ``z`` is the start latent at T (default: a prior draw of ``shape``; device and dtype follow
 it), ``eps=None`` is :func:`default_eps`, ``generator`` is the one source of random numbers and
-``nfe`` counts the evaluations of ``score_fn``.
+``nfe`` counts the evaluations of ``score_fn``. A :class:`SampleStreams` may stand for
+``generator``: one stream per sample index, so that samples do not depend on the batch.
 
 This file holds the one name -> sampler table, :data:`SAMPLERS`, that the command line, the
 config (``sample.sampler``) and the training loop all read, and :func:`sample`, the entry point
@@ -24,11 +26,19 @@ from torch import Tensor
 
 from ..core.checks import default_eps, did_you_mean, lookup
 from ..core.sde import SDE
+from ._shared import SampleStreams, stream_seed
 from .adaptive import sample_adaptive
-from .dpm_solver import DPM_METHODS, sample_dpm_solver
+from .dpm_solver import (
+    DPM_METHODS,
+    SDE_METHODS,
+    sample_dpm_solver,
+    sample_dpm_solver_adaptive,
+    sample_dpm_solver_sde,
+)
 from .edm import sample_heun
 from .flow import encode, sample_ode
 from .grids import GRIDS
+from .multistep import UNIPC_VARIANTS, sample_deis, sample_ipndm, sample_lms, sample_unipc
 from .pc import CORRECTORS, PREDICTORS, sample_pc
 from .plugin import sample_lambda
 
@@ -41,13 +51,23 @@ __all__ = [
     "encode",
     "sample_heun",
     "sample_dpm_solver",
+    "sample_dpm_solver_adaptive",
+    "sample_dpm_solver_sde",
+    "sample_unipc",
+    "sample_deis",
+    "sample_ipndm",
+    "sample_lms",
     "sample_adaptive",
     "sample_lambda",
     "PREDICTORS",
     "CORRECTORS",
     "GRIDS",
     "DPM_METHODS",
+    "SDE_METHODS",
+    "UNIPC_VARIANTS",
     "default_eps",
+    "SampleStreams",
+    "stream_seed",
 ]
 
 SAMPLERS: dict[str, Callable[..., tuple[Tensor, int]]] = {
@@ -57,6 +77,12 @@ SAMPLERS: dict[str, Callable[..., tuple[Tensor, int]]] = {
     "dpm_solver": sample_dpm_solver,
     "adaptive": sample_adaptive,
     "lambda": sample_lambda,
+    "unipc": sample_unipc,
+    "deis": sample_deis,
+    "ipndm": sample_ipndm,
+    "lms": sample_lms,
+    "dpm_solver_adaptive": sample_dpm_solver_adaptive,
+    "dpm_solver_sde": sample_dpm_solver_sde,
 }
 
 
@@ -72,7 +98,7 @@ def sample(
     score_fn: Callable[[Tensor, Tensor], Tensor],
     shape: tuple[int, ...] | None,
     sampler: str | Callable[..., tuple[Tensor, int]] = "pc",
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | SampleStreams | None = None,
     **options,
 ) -> tuple[Tensor, int]:
     """Draw samples with the sampler named ``sampler`` (a key of :data:`SAMPLERS`, or a sampler
@@ -80,7 +106,8 @@ def sample(
 
     ``options`` are that sampler's keyword options (see :func:`sampler_options`); an option it
     does not take raises one ``ValueError`` naming the ones it does. The result equals the named
-    function's for the same arguments and generator.
+    function's for the same arguments and generator; a :class:`SampleStreams` generator also
+    gives the start latent ``z`` (unless one is given), so row ``i`` depends on stream ``i`` only.
 
     Returns:
         ``(x, nfe)``: the samples and the number of score evaluations.
@@ -94,4 +121,7 @@ def sample(
             f"sampler {name!r} takes no option {unknown[0]!r}{did_you_mean(unknown[0], valid)}; "
             f"its options: {', '.join(valid)}"
         )
+    if isinstance(generator, SampleStreams) and shape is not None and "z" in valid:
+        if options.get("z") is None and options.get("x") is None:  # the start from the streams
+            options["z"] = generator.prior(sde, shape, options.get("device"), options.get("dtype"))
     return fn(sde, score_fn, shape, generator=generator, **options)

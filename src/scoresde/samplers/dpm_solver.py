@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.checks import CheckedScore, check_int, lookup, start_state
+from ..core.checks import CheckedScore, check_eps, check_int, check_range, lookup, start_state
 from ..core.sde import SDE
 from ._shared import (
     F64,
@@ -25,11 +26,19 @@ from ._shared import (
     finish,
     nodes,
     noise_pred,
+    randn,
     report,
 )
 from .grids import check_grid, time_grid
+from .multistep import combine
 
-__all__ = ["sample_dpm_solver", "DPM_METHODS"]
+__all__ = [
+    "sample_dpm_solver",
+    "sample_dpm_solver_adaptive",
+    "sample_dpm_solver_sde",
+    "DPM_METHODS",
+    "SDE_METHODS",
+]
 
 
 # ---- DPM-Solver (noise prediction, single-step) -----------------------------------------------
@@ -47,15 +56,30 @@ def _dpm_solver_2(score: CheckedScore, x: Tensor, s: Node, m: Node, t: Node) -> 
     return _dpm_solver_1(x, noise_pred(score, u, m), s, t)
 
 
-def _dpm_solver_3(score: CheckedScore, x: Tensor, s: Node, m1: Node, m2: Node, t: Node) -> Tensor:
-    """DPM-Solver-3 (Algorithm 2, r1 = 1/3, r2 = 2/3); ``m1, m2`` at ``lambda_s + r h``."""
+def _dpm_solver_2r(x: Tensor, e_s: Tensor, e_m: Tensor, s: Node, t: Node, r: float) -> Tensor:
+    """DPM-Solver-2 with any ``r1`` (Algorithm 1): ``e_m`` is the noise prediction at
+    ``lambda_s + r h``; ``x_t = DDIM(x_s, eps_s) - sigma_t / (2 r) (e^h - 1) (e_m - eps_s)``."""
+    return _dpm_solver_1(x, e_s, s, t) - t.sigma / (2 * r) * math.expm1(t.lam - s.lam) * (e_m - e_s)
+
+
+def _dpm_solver_3_from(
+    score: CheckedScore, x: Tensor, e_s: Tensor, e_1: Tensor, s: Node, m1: Node, m2: Node, t: Node
+) -> Tensor:
+    """DPM-Solver-3 (Algorithm 2, r1 = 1/3, r2 = 2/3) given ``eps_s`` and the noise prediction
+    ``e_1`` at ``m1`` (which the adaptive solver's DPM-Solver-2 shares); one more evaluation."""
     r1, r2, h = 1 / 3, 2 / 3, t.lam - s.lam
-    e_s = noise_pred(score, x, s)
-    D1 = noise_pred(score, _dpm_solver_1(x, e_s, s, m1), m1) - e_s
+    D1 = e_1 - e_s
     phi_r2 = math.expm1(r2 * h) / (r2 * h) - 1  # (e^{r2 h} - 1) / (r2 h) - 1
     u2 = _dpm_solver_1(x, e_s, s, m2) - m2.sigma * (r2 / r1) * phi_r2 * D1
     D2 = noise_pred(score, u2, m2) - e_s
     return _dpm_solver_1(x, e_s, s, t) - (t.sigma / r2) * (math.expm1(h) / h - 1) * D2
+
+
+def _dpm_solver_3(score: CheckedScore, x: Tensor, s: Node, m1: Node, m2: Node, t: Node) -> Tensor:
+    """DPM-Solver-3 (Algorithm 2, r1 = 1/3, r2 = 2/3); ``m1, m2`` at ``lambda_s + r h``."""
+    e_s = noise_pred(score, x, s)
+    e_1 = noise_pred(score, _dpm_solver_1(x, e_s, s, m1), m1)
+    return _dpm_solver_3_from(score, x, e_s, e_1, s, m1, m2, t)
 
 
 _R = {1: (), 2: (1 / 2,), 3: (1 / 3, 2 / 3)}  # intermediate log-SNR fractions of each order
@@ -239,4 +263,246 @@ def sample_dpm_solver(
         x = _run_multistep(score, x, nodes(sde, t), order, callback)
     else:
         x = _run_singlestep(score, x, _single_plan(sde, t, orders), callback)
+    return finish(score, x, end_node(sde, eps), denoise)
+
+
+# ---- adaptive DPM-Solver (Lu et al. 2022, Appendix C, Algorithm 4) ----------------------------
+def _adaptive_pair(
+    score: CheckedScore, x: Tensor, e_s: Tensor, step: list[Node]
+) -> tuple[Tensor, Tensor]:
+    """The lower- and higher-order solutions over ``step = [s, (m1, (m2,)) t]`` sharing their
+    evaluations: DPM-Solver-1 and -2 (DPM-Solver-12), or DPM-Solver-2 (r1 = 1/3) and -3 (23)."""
+    s, *mid, t = step
+    e_1 = noise_pred(score, _dpm_solver_1(x, e_s, s, mid[0]), mid[0])
+    if len(mid) == 1:
+        return _dpm_solver_1(x, e_s, s, t), _dpm_solver_2r(x, e_s, e_1, s, t, 0.5)
+    lower = _dpm_solver_2r(x, e_s, e_1, s, t, 1 / 3)
+    return lower, _dpm_solver_3_from(score, x, e_s, e_1, s, *mid, t)
+
+
+def _step_nodes(sde: SDE, lam_s: float, h: float, order: int, end: Node) -> list[Node]:
+    """Nodes ``[(m1, (m2,)) t]`` of an adaptive step of size ``h`` in lambda; ``t`` is the end
+    node itself when the step reaches it."""
+    lam = torch.tensor([lam_s + r * h for r in _R[order]] + [lam_s + h], dtype=F64)
+    inner = nodes(sde, sde.t_of_log_snr(lam))
+    return inner[:-1] + [end] if lam_s + h >= end.lam else inner
+
+
+def _error(lower: Tensor, higher: Tensor, x_prev: Tensor, rtol: float, atol: float) -> float:
+    """``E = max_b ||(x_low - x_high) / delta||_rms`` with ``delta = max(atol, rtol max(|x_low|,
+    |x_prev|))`` (Algorithm 4): the whole batch takes one step. One host sync."""
+    delta = torch.clamp(rtol * torch.maximum(lower.abs(), x_prev.abs()), min=atol)
+    v = ((lower - higher) / delta).reshape(lower.shape[0], -1)
+    return float(v.square().mean(dim=1).sqrt().max())
+
+
+def _run_adaptive(sde, score, x, ends, order, control, callback) -> Tensor:
+    """Algorithm 4's loop: accept where ``E <= 1``, then ``h <- min(theta h E^(-1/order),
+    lambda_eps - lambda_s)``. A rejected step keeps ``eps_s``: a retry costs ``order - 1``."""
+    rtol, atol, h, theta = control
+    s, end = ends
+    x_prev, e_s, i = x, None, 0
+    while s.t != end.t:
+        step = [s] + _step_nodes(sde, s.lam, min(h, end.lam - s.lam), order, end)
+        e_s = noise_pred(score, x, s) if e_s is None else e_s
+        lower, higher = _adaptive_pair(score, x, e_s, step)
+        E = _error(lower, higher, x_prev, rtol, atol)
+        if not math.isfinite(E) or h < 1e-12:
+            raise RuntimeError("dpm_solver_adaptive: the error estimate broke down")
+        if E <= 1:
+            x, x_prev, s, e_s = higher, lower, step[-1], None
+            report(callback, i, s.t, x, x)
+            i += 1
+        h = min(theta * h * max(E, 1e-12) ** (-1 / order), end.lam - s.lam)
+    return x
+
+
+def sample_dpm_solver_adaptive(
+    sde: SDE,
+    score_fn: ScoreFn,
+    shape: tuple[int, ...] | None,
+    *,
+    order: int = 3,
+    rtol: float = 0.05,
+    atol: float = 0.0078,
+    h_init: float = 0.05,
+    safety: float = 0.9,
+    eps: float | None = None,
+    denoise: bool = False,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    z: Tensor | None = None,
+) -> tuple[Tensor, int]:
+    """Adaptive DPM-Solver (Lu et al. 2022, Appendix C, Algorithm 4) in log-SNR: DPM-Solver-12
+    (``order=2``) or DPM-Solver-23 (``order=3``), the lower-order solution as the error estimate
+    of the higher one, which is kept. The whole batch takes each step (``E`` is the largest of the
+    per-example RMS errors), one host sync per attempt.
+
+    Args:
+        order: 2 or 3 (2 or 3 evaluations per accepted step).
+        rtol, atol: the mixed tolerance ``delta = max(atol, rtol max(|x_low|, |x_prev|))``;
+            ``atol=0.0078`` is the paper's (one 8-bit level of data in [-1, 1]).
+        h_init: the first step in lambda; ``safety``: theta of the step update.
+        eps: final time (default :func:`scoresde.core.checks.default_eps`).
+        denoise: finish with one Tweedie step at ``eps`` (one more evaluation).
+
+    Returns:
+        ``(x, nfe)``.
+    """
+    if isinstance(order, bool) or order not in (2, 3):
+        raise ValueError(f"order must be 2 or 3 (DPM-Solver-12 or -23), got {order!r}")
+    control = (
+        check_range("rtol", rtol, 0, open_low=True),
+        check_range("atol", atol, 0),
+        check_range("h_init", h_init, 0, open_low=True),
+        check_range("safety", safety, 0, 1, open_low=True),
+    )
+    eps = check_eps(sde, eps)
+    x = start_state(sde, shape, z, generator, device, dtype)
+    score = CheckedScore(score_fn)
+    ends = (nodes(sde, torch.tensor([sde.T], dtype=F64))[0], end_node(sde, eps))
+    with score:
+        x = _run_adaptive(sde, score, x, ends, order, control, callback)
+    return finish(score, x, ends[1], denoise)
+
+
+# ---- DPM-Solver++ SDE and ancestral (stochastic, with eta) ------------------------------------
+SDE_METHODS = ("sde", "ancestral")
+
+
+def _sde_weights(hist: list[Node], t: Node, eta: float) -> tuple[float, list[float], float]:
+    """SDE-DPM-Solver++(kM) with ``eta`` (Lu et al. 2022b, Appendix; eta as k-diffusion's
+    ``dpmpp_2m_sde`` / ``3m_sde``) from ``s = hist[0]`` (history newest first) to ``t``:
+
+    ``x_t = (sigma_t / sigma_s) e^{-eta h} x_s + alpha_t [phi_1 x0_s + ...] + sigma_t
+    sqrt(1 - e^{-2 eta h}) z``, the exact solution of ``dy = -(1 + eta)(y - x0) d lambda +
+    sqrt(2 eta) sigma_edm dw`` in ``y = x / alpha`` with ``x0`` interpolated in lambda:
+    ``phi_1 = 1 - e^{-h_eta}``, ``h_eta = (1 + eta) h``; order 2 adds ``phi_1 D1 / 2`` (the
+    2M midpoint form), order 3 ``phi_2 (D1_0 + r0 Dq) - 2 phi_3 Dq`` as :func:`_dpmpp_3m` at
+    ``h_eta``. Every eta >= 0 keeps the marginals (eta = 0: DPM-Solver++(kM) of the ODE; eta = 1:
+    the reverse SDE). Returns ``(a, weights of x0 newest first, noise std)``.
+    """
+    s, k = hist[0], len(hist)
+    h = t.lam - s.lam
+    he = (1 + eta) * h
+    m = np.eye(k)  # x0 values as unit vectors: the formula yields their weights
+    phi_1 = -math.expm1(-he)
+    x0 = phi_1 * m[0]
+    if k >= 2:
+        r0 = (s.lam - hist[1].lam) / h
+        D1_0 = (m[0] - m[1]) / r0
+    if k == 2:
+        x0 = x0 + 0.5 * phi_1 * D1_0
+    if k == 3:
+        r1 = (hist[1].lam - hist[2].lam) / h
+        Dq = (D1_0 - (m[1] - m[2]) / r1) / (r0 + r1)
+        phi_2 = math.expm1(-he) / he + 1
+        phi_3 = phi_2 / he - 0.5
+        x0 = x0 + phi_2 * (D1_0 + r0 * Dq) - 2 * phi_3 * Dq
+    noise = t.sigma * math.sqrt(-math.expm1(-2 * eta * h))
+    return (t.sigma / s.sigma) * math.exp(-eta * h), (t.alpha * x0).tolist(), noise
+
+
+def _run_sde(score, x, line, order, eta, generator, callback) -> Tensor:
+    """SDE-DPM-Solver++(``order``M): one evaluation per step, fresh noise after each; the
+    weights of every step computed first."""
+    ks = [min(order, i + 1) for i in range(len(line) - 1)]
+    plan = [_sde_weights(line[i - k + 1 : i + 1][::-1], line[i + 1], eta) for i, k in enumerate(ks)]
+    hist: list[Tensor] = []
+    for i, (a, w, std) in enumerate(plan):
+        hist = [data_pred(score, x, line[i])] + hist[: len(w) - 1]
+        x = a * x + combine(w, hist)
+        x_mean = x
+        if std > 0:
+            x = x + std * randn(x, generator)
+        report(callback, i, line[i + 1].t, x, x_mean)
+    return x
+
+
+def _down_nodes(sde: SDE, s: Node, t: Node, eta: float, order: int) -> tuple[list[Node], float]:
+    """The ancestral split of ``s -> t`` in ``sigma_edm`` (k-diffusion's ``get_ancestral_step``):
+    ``sigma_up = eta sigma_t sqrt(1 - sigma_t^2 / sigma_s^2)``, ``sigma_down = sqrt(sigma_t^2 -
+    sigma_up^2)``. Returns the nodes ``[(mid,) down]`` (mid: halfway in lambda, for 2S) and
+    ``sigma_up``; the down node may lie before eps (its time is never evaluated)."""
+    st = t.sigma_edm
+    up = eta * st * math.sqrt(-math.expm1(2 * (s.lam - t.lam)))
+    lam_d = -0.5 * math.log(st**2 - up**2)
+    lam = [0.5 * (s.lam + lam_d)] * (order - 1) + [lam_d]
+    return nodes(sde, sde.t_of_log_snr(torch.tensor(lam, dtype=F64))), up
+
+
+def _run_ancestral(sde, score, x, line, order, eta, generator, callback) -> Tensor:
+    """DPM-Solver++(1) (DDIM) or ++(2S) down to ``sigma_down``, then ``sigma_up`` of noise:
+    ``order`` evaluations per step (k-diffusion's ``dpmpp_2s_ancestral`` for order 2)."""
+    plan = [_down_nodes(sde, line[i], line[i + 1], eta, order) for i in range(len(line) - 1)]
+    for i, (down, up) in enumerate(plan):
+        s, t = line[i], line[i + 1]
+        m0 = data_pred(score, x, s)
+        if order == 2:
+            m0 = data_pred(score, _dpmpp_1(x, m0, s, down[0]), down[0])
+        y = _dpmpp_1(x, m0, s, down[-1]) / down[-1].alpha
+        x_mean = t.alpha * y
+        x = t.alpha * (y + up * randn(y, generator)) if up > 0 else x_mean
+        report(callback, i, t.t, x, x_mean)
+    return x
+
+
+def sample_dpm_solver_sde(
+    sde: SDE,
+    score_fn: ScoreFn,
+    shape: tuple[int, ...] | None,
+    *,
+    steps: int | None = None,
+    order: int = 2,
+    eta: float = 1.0,
+    method: str = "sde",
+    grid: str | Tensor = "logSNR",
+    eps: float | None = None,
+    denoise: bool = False,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    z: Tensor | None = None,
+) -> tuple[Tensor, int]:
+    """Stochastic DPM-Solver++: ``eta`` sets the noise (0: the deterministic solver).
+
+    * ``sde``: SDE-DPM-Solver++(``order``M), multistep, one evaluation per step (k-diffusion's
+      ``dpmpp_2m_sde`` / ``dpmpp_3m_sde``, midpoint form; eta = 0 is ``sample_dpm_solver``'s
+      ``multistep``); any ``eta >= 0`` samples the right marginals, eta = 1 the reverse SDE.
+    * ``ancestral``: a DDIM (``order=1``) or DPM-Solver++(2S) (``order=2``, two evaluations)
+      step down to ``sigma_down``, then ``sigma_up`` of fresh noise; ``eta`` in [0, 1], 1 the
+      DDPM posterior step (DDIM's eta).
+
+    Args:
+        steps: steps from T to ``eps`` (default 20).
+        order: 1, 2 or 3 (``sde``); 1 or 2 (``ancestral``).
+        eta: amount of noise, ``>= 0`` (``sde``) or in [0, 1] (``ancestral``).
+        method: ``sde`` or ``ancestral``.
+        grid: a name in :data:`scoresde.samplers.grids.GRIDS` or a decreasing tensor of times
+            from T to ``eps`` (``eps=None``: its last time; ``steps=None``: its intervals).
+        eps: final time (default :func:`scoresde.core.checks.default_eps`).
+        denoise: finish with one Tweedie step at ``eps`` (one more evaluation).
+        generator: the source of the noise (the prior too, unless ``z`` is given).
+
+    Returns:
+        ``(x, nfe)``: ``nfe = steps + denoise`` (``sde``), ``order steps + denoise``
+        (``ancestral``).
+    """
+    lookup(dict.fromkeys(SDE_METHODS), method, "method", callables=False)
+    valid = (1, 2, 3) if method == "sde" else (1, 2)
+    if isinstance(order, bool) or order not in valid:
+        names = ", ".join(map(str, valid[:-1])) + f" or {valid[-1]}"
+        raise ValueError(f"order must be {names} with method={method!r}, got {order!r}")
+    eta = check_range("eta", eta, 0, math.inf if method == "sde" else 1)
+    t, eps = time_grid(sde, grid, steps, eps, default=20)
+    line = nodes(sde, t)
+    x = start_state(sde, shape, z, generator, device, dtype)
+    score = CheckedScore(score_fn)
+    if method == "sde":
+        x = _run_sde(score, x, line, order, eta, generator, callback)
+    else:
+        x = _run_ancestral(sde, score, x, line, order, eta, generator, callback)
     return finish(score, x, end_node(sde, eps), denoise)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..core.checks import CheckedScore, check_eps, check_int, check_range, lookup, start_state
 from ..core.sde import SDE, bcast
+from ._shared import randn
 
 __all__ = [
     "euler_maruyama",
@@ -43,7 +44,7 @@ Step = tuple[Tensor, Tensor]
 def _z(x: Tensor, generator: torch.Generator | None, noise: Tensor | None) -> Tensor:
     """A standard-normal draw shaped like ``x``, or the injected ``noise``."""
     if noise is None:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return randn(x, generator)
     if noise.shape != x.shape:
         raise ValueError(f"noise must be shaped like x {tuple(x.shape)}, got {tuple(noise.shape)}")
     return noise
@@ -179,6 +180,8 @@ def _check_chain(sde: SDE, predict: Callable, correct: Callable, grid: Tensor, n
 
     The DDPM chain of VP / sub-VP needs beta_i = beta(t) / N < 1, i.e. N > beta_max; ancestral
     sampling needs an SDE that has a discrete chain at all. One vectorised evaluation, one sync.
+    Below that N the paper's predictors and correctors are kept as they are (no silent switch to
+    another discretisation): the error names the continuous-time steps that work for any N.
     """
     ok = torch.ones_like(grid, dtype=torch.bool)
     if predict is ancestral:
@@ -192,7 +195,10 @@ def _check_chain(sde: SDE, predict: Callable, correct: Callable, grid: Tensor, n
     if not bool(ok.all()):
         raise ValueError(
             f"{names} use the discrete chain of {sde!r}, which is undefined with steps={sde.N} "
-            "(a DDPM chain needs beta_i = beta(t)/N < 1, i.e. N > beta_max); use more steps"
+            "(a DDPM chain needs beta_i = beta(t)/N < 1, i.e. N > beta_max); use more steps, "
+            "predictor='euler_maruyama' with corrector='none' (the reverse SDE in continuous "
+            "time), or sampler 'dpm_solver_sde' (method='ancestral', eta=1: the DDPM posterior "
+            "step of the continuous-time SDE, any number of steps)"
         )
 
 
@@ -225,7 +231,8 @@ def sample_pc(
     """Predictor-corrector sampling (Algorithm 1 of the paper) from T down to ``eps``.
 
     Args:
-        sde: the forward SDE; ``steps`` (default ``sde.N``) sets the number of steps N.
+        sde: the forward SDE; ``steps`` (default ``sde.N``) sets the number of steps N. The
+            DDPM chain needs N > beta_max: fewer raise ``ValueError`` naming what runs instead.
         score_fn: ``score_fn(x, t)`` with ``x`` of shape ``shape`` and ``t`` of shape ``(B,)``.
         shape: ``(B, ...)`` of the samples (may be None when ``z`` is given).
         predictor, corrector: names in ``PREDICTORS`` / ``CORRECTORS`` or the step functions.
