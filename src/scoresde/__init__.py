@@ -1,5 +1,14 @@
 """scoresde: score-based generative modeling through SDEs, in pure PyTorch."""
 
+from .control import (
+    Colorization,
+    Inpainting,
+    LinearObservation,
+    Observation,
+    SuperResolution,
+    classifier_guidance,
+    sample_conditional,
+)
 from .core.likelihood import bits_per_dim, log_likelihood
 from .core.mixture import GaussianMixture
 from .core.score import LABELS, PARAMETERIZATIONS, ScoreModel
@@ -13,11 +22,17 @@ from .samplers import (
     SAMPLERS,
     sample,
     sample_adaptive,
+    sample_deis,
     sample_dpm_solver,
+    sample_dpm_solver_adaptive,
+    sample_dpm_solver_sde,
     sample_heun,
+    sample_ipndm,
     sample_lambda,
+    sample_lms,
     sample_ode,
     sample_pc,
+    sample_unipc,
 )
 from .training.checkpoint import load_model
 from .training.config import Config, apply_overrides, load_config
@@ -57,7 +72,20 @@ __all__ = [
     "sample_heun",
     "sample_dpm_solver",
     "sample_adaptive",
+    "sample_unipc",
+    "sample_deis",
+    "sample_ipndm",
+    "sample_lms",
+    "sample_dpm_solver_adaptive",
+    "sample_dpm_solver_sde",
     "sample_lambda",
     "sample",
     "SAMPLERS",
+    "Observation",
+    "Inpainting",
+    "Colorization",
+    "SuperResolution",
+    "LinearObservation",
+    "sample_conditional",
+    "classifier_guidance",
 ]

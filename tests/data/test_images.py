@@ -368,7 +368,8 @@ def test_missing_data_set_message(tmp_path, monkeypatch):
         assert needed in msg
     with pytest.raises(im.DatasetNotFound, match=r"cifar-10-batches-py/ with data_batch_1"):
         im.load_images("cifar10", data_dir=tmp_path / "nowhere")
-    with pytest.raises(im.DatasetNotFound, match=r"neither a data set name \['cifar10', 'digits'"):
+    names = r"neither a data set name \['cifar10', 'colour_digits'"
+    with pytest.raises(im.DatasetNotFound, match=names):
         im.load_images("imagenet")
     with pytest.raises(ValueError, match="split must be one of"):
         im.load_images("digits", "valid")
@@ -504,7 +505,9 @@ def test_download_without_network(tmp_path, name):
 
 def test_public_names():
     assert sd.load_images is im.load_images and sd.IMAGE_DATASETS is im.IMAGE_DATASETS
-    assert set(im.IMAGE_DATASETS) == {"mnist", "fashion_mnist", "cifar10", "digits"}
+    assert set(im.IMAGE_DATASETS) == {
+        *("mnist", "fashion_mnist", "cifar10", "digits", "colour_digits", "colour_mnist")
+    }
     assert all(hasattr(im, name) for name in im.__all__)
 
 

@@ -1,6 +1,7 @@
 """The ``scoresde`` command line: each verb parses, builds, calls, prints. No mathematics here.
 
-Verbs: ``train``, ``sample``, ``likelihood``, ``demo``, ``plot``, ``convert``, ``info``, ``tune``.
+Verbs: ``train``, ``sample``, ``likelihood``, ``demo``, ``plot``, ``convert``, ``info``, ``tune``,
+``control`` and ``train-classifier`` (in :mod:`.control`).
 Sampling and likelihoods go through :mod:`scoresde.training.evaluate`; ``--sampler`` names an
 entry of :data:`scoresde.samplers.SAMPLERS`, and each sampler flag given reaches the sampler when
 it takes that option. A user error (bad name, missing file, corrupt checkpoint, config typo) ends
@@ -12,28 +13,69 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = ["main", "build_parser"]
 
+SAMPLE_SUFFIXES = (".npz", ".npy", ".png")  # what `scoresde sample --out FILE` writes
+
+
+class RandomSeed(int):
+    """A seed that ``--seed random`` chose; the verb prints it as ``seed=N`` (see
+    :func:`_resolve_seed`), so that the call can be repeated with ``--seed N``."""
+
+
+def _seed_or_random(text: str) -> int:
+    """An argparse ``type``: a seed (:func:`_seed`), or ``random`` for a fresh one."""
+    if text.strip().lower() == "random":
+        import secrets
+
+        return RandomSeed(secrets.randbits(31))
+    try:
+        return _seed(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e} (or 'random')") from None
+
+
+_seed_or_random.__name__ = "seed"
+
+
+def _resolve_seed(seed: int, d=None) -> int:
+    """``seed`` as a plain int. A ``--seed random`` one is rank 0's (given to every process under
+    torchrun), printed on stdout as ``seed=N`` by rank 0 before the work."""
+    if not isinstance(seed, RandomSeed):
+        return int(seed)
+    if d is not None and d.active:
+        from ..training import distributed
+
+        seed = int(distributed.all_reduce(torch.tensor(seed if d.is_main else 0), d, "sum"))
+    if d is None or d.is_main:
+        print(f"seed={seed}", flush=True)
+    return int(seed)
+
 
 def _pick_device(name: str) -> torch.device:
+    """``--device``: ``auto`` (CUDA, else MPS, else CPU), or a device this machine has (one
+    ``ValueError`` for an unknown name, with "did you mean", or one this build lacks)."""
+    from ..training.config import check_device
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but no CUDA GPU is available")
-    return torch.device(name)
+    return check_device(name, "--device")
 
 
 # What :func:`main` resolved for this invocation: ``--quiet`` and the header line (threads).
@@ -75,7 +117,9 @@ def _load_run(workdir: str, device: str, ema: bool = True):
 
 # ---- verbs -------------------------------------------------------------------------------------
 def _train_config(args: argparse.Namespace):
-    """The run's config: the preset or file, ``--data-dir`` / ``--data``, then every ``--set``."""
+    """The run's config: the preset or file, ``--data-dir`` / ``--data``, then every ``--set``;
+    a relative ``data.path`` / ``data.data_dir`` (from any of them) made absolute, so the run's
+    ``config.yaml`` finds its data from any folder (a resume, ``scoresde likelihood``)."""
     from ..training.config import apply_overrides, load_config
 
     sets = [*_device_set(getattr(args, "device", None)), *args.set]  # --set has the last word
@@ -83,7 +127,24 @@ def _train_config(args: argparse.Namespace):
         sets.append(f"data.data_dir={json.dumps(args.data_dir)}")
     if args.data:
         sets.append(f"data.path={json.dumps(args.data)}")
-    return apply_overrides(load_config(args.config), sets)  # an image folder / .npz: its scaling
+    cfg = apply_overrides(load_config(args.config), sets)  # an image folder / .npz: its scaling
+    paths = {k: getattr(cfg.data, k) for k in ("path", "data_dir")}
+    absolute = [f"data.{k}={json.dumps(_absolute(v))}" for k, v in paths.items() if v]
+    return apply_overrides(cfg, absolute) if absolute else cfg
+
+
+def _absolute(path: str) -> str:
+    """``path`` (``~`` expanded) as an absolute path, from the current folder."""
+    return os.path.abspath(os.path.expanduser(str(path)))
+
+
+def _note_tensorboard(cfg, main_rank: bool) -> None:
+    """One line on stderr (rank 0) when ``train.tensorboard`` is true but not installed."""
+    from ..training.loop import tensorboard_note
+
+    note = tensorboard_note(cfg)
+    if note and main_rank:
+        print(f"scoresde train: {note}", file=sys.stderr)
 
 
 def _download(cfg) -> str:
@@ -100,37 +161,51 @@ def _download(cfg) -> str:
     return f"data set {name!r}: " + (f"downloaded into {where}" if where else "found")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """``scoresde train``: resolve the config, train with a progress bar, print the result.
+def _train_run(args: argparse.Namespace):
+    """``(config, saved config or None, its step, the changes)`` of ``train``: the preset or
+    file with its overrides, or on ``--resume`` the run's own config (checked to resume)."""
+    from ..training.config import apply_overrides, check_device, resume_changes
+    from ..training.workdir import saved_run
 
-    ``--resume`` continues the run with its own config (``--config`` optional; ``--set`` may
-    change train.steps and the keys safe to change, which are listed). SIGINT / SIGTERM save a
-    checkpoint, say so on stderr and exit with 130 / 143.
-    """
-    from ..training.config import apply_overrides, dump_yaml, resume_changes
-    from ..training.loop import Interrupted, train
-    from ..training.workdir import refuse, saved_run
-
-    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 reports for all
     if args.config is None and not args.resume:
         raise ValueError("--config is needed (a preset or a YAML file) unless --resume is given")
     if args.resume and args.config is None:  # the run's own config, then --data-dir/--data/--set
         saved, step = saved_run(args.workdir)
         sets = list(args.set)
-        sets += [f"data.data_dir={json.dumps(args.data_dir)}"] if args.data_dir else []
-        sets += [f"data.path={json.dumps(args.data)}"] if args.data else []
+        sets += [f"data.data_dir={json.dumps(_absolute(args.data_dir))}"] if args.data_dir else []
+        sets += [f"data.path={json.dumps(_absolute(args.data))}"] if args.data else []
         cfg = apply_overrides(saved, sets)
     else:
         cfg = _train_config(args)
         saved, step = saved_run(args.workdir) if args.resume else (None, 0)
     changes = resume_changes(saved, cfg) if saved is not None else []
-    if args.dry_run:
-        print(dump_yaml(cfg), end="")
-        return 0
+    check_device(cfg.train.device)  # before a process group or a tensor is put on it
+    return cfg, saved, step, changes
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``scoresde train``: resolve the config, train with a progress bar, print the result.
+
+    ``--resume`` continues the run with its own config (``--config`` optional; ``--set`` may
+    change train.steps and the keys safe to change, which are listed). SIGINT / SIGTERM save a
+    checkpoint, say so on stderr and exit with 130 / 143. ``--dry-run`` makes every check that
+    training makes before its first file (:func:`~scoresde.training.config.check_run`).
+    """
+    from ..training.config import check_run, dump_yaml
+    from ..training.loop import Interrupted, train
+    from ..training.workdir import refuse
+
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 reports for all
+    cfg, saved, step, changes = _train_run(args)
     if main_rank:  # what would lose a run, before any data are read or fetched
         refuse(args.workdir, args.resume, args.overwrite)
+    if args.dry_run:  # every check of train, nothing written (--download: nothing fetched)
+        check_run(cfg, data=not args.download)
+        print(dump_yaml(cfg), end="")
+        return 0
     if args.download:
         print(_download(cfg))
+    _note_tensorboard(cfg, main_rank)
     if saved is not None and main_rank:
         print(f"resuming {args.workdir} at step {step} of {cfg.train.steps}")
         print("".join(f"  changed {c}\n" for c in changes), end="")
@@ -167,17 +242,19 @@ def _sampler_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    """``scoresde sample``: draw ``--n`` samples in chunks, write them (rank 0), print the NFE."""
+    """``scoresde sample``: draw ``--n`` samples in chunks, write ``--out`` (rank 0), print each
+    file written and the NFE."""
     from ..training.evaluate import draw_samples
-    from ..viz import plots
 
+    out, kind = _sample_target(args.out)  # a wrong --out fails before the work
     d, model, cfg, standardizer = _load_run(args.workdir, args.device, ema=not args.no_ema)
+    seed = _resolve_seed(args.seed, d)
     options, shape, t0 = _sampler_options(args), _data_shape(cfg), time.perf_counter()
     bar = _progress(args.n, "sample", unit="samples")
     on_chunk, on_step = _sample_progress(bar, model.sde, args.n, args.chunk, options.get("eps"))
     try:
         x, nfe = draw_samples(
-            model, shape, args.n, sampler=args.sampler, chunk=args.chunk, seed=args.seed, dist=d,
+            model, shape, args.n, sampler=args.sampler, chunk=args.chunk, seed=seed, dist=d,
             callback=on_chunk, step_callback=on_step, **options,
         )  # fmt: skip
     finally:
@@ -186,14 +263,37 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not d.is_main:  # rank 0 writes
         return 0
     x = _to_data_units(x.cpu(), cfg, standardizer)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    picture = _save_samples(x, out, plots)
-    print(f"wrote {out} ({args.n} samples, shape {tuple(x.shape[1:])}) and {picture}")
+    title = _sample_title(args, nfe, kind)
+    print("\n".join(_save_samples(x, out, kind, title)))
     chunks = -(-args.n // args.chunk)
     split = f" ({chunks} chunks, {d.world} processes)" if d.active else ""
     print(f"sampler={args.sampler} nfe={nfe} time={wall:.2f}s{split}")
     return 0
+
+
+def _sample_target(out: str) -> tuple[Path, str]:
+    """``(path, kind)`` of ``--out``: kind ``"dir"`` (a trailing slash or an existing folder)
+    or the file's suffix, one of :data:`SAMPLE_SUFFIXES` (any other: ValueError)."""
+    path = Path(out)
+    if out.endswith(("/", os.sep)) or path.is_dir():
+        return path, "dir"
+    if path.suffix.lower() not in SAMPLE_SUFFIXES:
+        got = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
+        raise ValueError(
+            f"--out {out} has {got}; valid: FILE.npz, FILE.npy, FILE.png (a picture) or DIR/ "
+            "(a folder: one PNG per image and samples.npz)"
+        )
+    return path, path.suffix.lower()
+
+
+def _sample_title(args: argparse.Namespace, nfe: int, kind: str) -> str:
+    """The title of a sample picture: sampler, NFE and the checkpoint's training step."""
+    if kind not in ("dir", ".png"):
+        return ""
+    from ..training.checkpoint import load_checkpoint
+
+    step = load_checkpoint(args.workdir).get("step")  # read again only for a picture
+    return f"{args.sampler} sampler, NFE {nfe}" + (f", step {step}" if step is not None else "")
 
 
 def _sample_progress(bar, sde, n: int, chunk: int, eps: float | None):
@@ -220,24 +320,41 @@ def _sample_progress(bar, sde, n: int, chunk: int, eps: float | None):
 
 def _likelihood_data(path: str | None, cfg, n: int | None) -> torch.Tensor:
     """``--data`` (an image folder / .npz at the model's image shape, or an array file), else
-    the run's test split; its first ``n`` examples."""
-    from ..data import is_image_path, load_array, load_data, load_image_path
+    the run's test split; its first ``n`` examples (a note on stderr if there are fewer).
 
+    Data of another shape than the model's are refused, never broadcast."""
+    from ..data import IMAGE_DATASETS, is_image_path, load_array, load_data, load_image_path
+
+    want = _data_shape(cfg)
     if path and is_image_path(path):
         x = load_image_path(path, cfg.data.shape, "test")
     elif path:
         x = load_array(path)
+    elif len(want) == 3 and cfg.data.path is None and cfg.data.name not in IMAGE_DATASETS:
+        raise ValueError(
+            f"this model takes images of shape {list(want)} and its run names no data set of "
+            "them (a converted checkpoint?): give --data, a folder of PNG/JPEG files or an "
+            ".npz holding x_test"
+        )
     else:
         _, x, _ = load_data(cfg.data)
+    where = path or f"the run's test split ({cfg.data.path or cfg.data.name})"
+    if tuple(x.shape[1:]) != want:
+        raise ValueError(
+            f"{where} has examples of shape {tuple(x.shape[1:])} but the model takes {want}"
+        )
+    if n is not None and n > len(x):
+        print(f"scoresde likelihood: note: --n {n}, but {where} holds {len(x)} examples; "
+              f"using all {len(x)}", file=sys.stderr)  # fmt: skip
     return x if n is None else x[:n]
 
 
 def cmd_likelihood(args: argparse.Namespace) -> int:
     """``scoresde likelihood``: NLL (and bits/dim of images) of a data set; JSON from rank 0."""
+    from ..training.checkpoint import write_text_atomic
     from ..training.evaluate import dataset_nll
+    from ..training.workdir import writing
 
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     d, model, cfg, standardizer = _load_run(args.workdir, args.device)
     x = _likelihood_data(args.data, cfg, args.n)
     bar = _progress(len(x) * args.repeats, "likelihood", unit="examples")
@@ -245,7 +362,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
         nll = dataset_nll(
             model, x, cfg.data, standardizer, divergence=args.divergence, repeats=args.repeats,
             batch_size=args.batch_size, rtol=args.rtol, atol=args.atol, eps=args.eps,
-            seed=args.seed, dist=d, callback=_advance(bar),
+            seed=_resolve_seed(args.seed, d), dist=d, callback=_advance(bar),
         )  # fmt: skip
     finally:
         bar.close()
@@ -253,8 +370,8 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
         return 0
     result = nll.summary()
     out = Path(args.out) if args.out else Path(args.workdir) / "likelihood.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    with writing(out):  # a full disk: one line naming the file, and the old file kept
+        write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     print(
         f"nll = {result['nll']:.4f} ± {result['se']:.4f} nats "
         f"({result['nll_per_dim']:.4f} per dim, median {result['median']:.4f}, "
@@ -279,13 +396,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    """``scoresde plot``: redraw a run's training curves."""
-    from ..viz.plots import training_curves
+    """``scoresde plot``: one picture of a run (:func:`scoresde.app.plot.plot_run`)."""
+    from .plot import plot_run
 
-    metrics = Path(args.workdir) / "metrics.csv"
-    if not metrics.is_file():
-        raise ValueError(f"no metrics.csv in {args.workdir}: is it a training run folder?")
-    out = training_curves(metrics, args.out or Path(args.workdir) / "curves.png")
+    _announce()
+    out = plot_run(args.workdir, args.what, args.out, n=args.n, seed=args.seed)
     print(f"wrote {out}")
     return 0
 
@@ -367,20 +482,57 @@ def _to_data_units(x: torch.Tensor, cfg, standardizer) -> torch.Tensor:
     return x
 
 
-def _save_samples(x: torch.Tensor, out: Path, plots) -> Path:
-    arr = x.numpy()
-    if out.suffix == ".npz":
-        np.savez(out, samples=arr)
-    else:
-        np.save(out, arr)
-    picture = out.with_suffix(".png")
+def _save_samples(x: torch.Tensor, out: Path, kind: str, title: str = "") -> list[str]:
+    """Write the samples ``x`` (data units, on the CPU) as ``kind`` (:func:`_sample_target`);
+    one ``wrote ...`` line per thing written.
+
+    ``.npz``: key ``samples``; ``.npy``: the array; ``.png``: a picture (images: a grid of the
+    first 64, each enlarged to at least 64 pixels; vectors: a scatter, 1-D: a histogram); a
+    folder: ``000000.png``, ... (one 8-bit PNG per image) and ``samples.npz``, or for vectors
+    ``samples.npz`` and ``samples.png``. Image samples are pixels in [0, 1], ``(N, C, H, W)``.
+    """
+    arr, what = x.numpy(), f"{len(x)} samples of shape {tuple(x.shape[1:])}"
+    if kind == "dir":
+        out.mkdir(parents=True, exist_ok=True)
+        lines = _save_image_files(arr, out) if arr.ndim == 4 else []
+        lines += _save_samples(x, out / "samples.npz", ".npz")
+        return lines + (
+            [] if arr.ndim == 4 else _save_samples(x, out / "samples.png", ".png", title)
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if kind == ".png":
+        return [f"wrote {out} ({_sample_picture(arr, out, title)})"]
+    with open(out, "wb") as f:  # a file object: numpy appends no suffix of its own
+        np.savez(f, samples=arr) if kind == ".npz" else np.save(f, arr)
+    return [f"wrote {out} ({what}{', key samples' if kind == '.npz' else ''})"]
+
+
+def _sample_picture(arr: np.ndarray, out: Path, title: str) -> str:
+    """Draw ``arr`` at ``out`` (a grid of images, else a scatter / histogram); what it shows."""
+    from ..viz import plots
+
     if arr.ndim == 4:
-        plots.image_grid(arr[:64], picture)
-    elif arr.ndim == 2 and arr.shape[1] <= 2:
-        plots.clouds({f"{len(arr)} samples": arr}, picture)
-    else:
-        return out
-    return picture
+        plots.image_grid(arr[:64], out, title=title)
+        return f"a grid of {min(len(arr), 64)} of the {len(arr)} images"
+    plots.clouds({f"{len(arr)} samples": arr}, out, title=title)
+    if arr.ndim == 2 and arr.shape[1] > 2:
+        return f"a scatter of coordinates 0 and 1 of the {len(arr)} samples"
+    return f"a {'scatter' if arr.ndim == 2 and arr.shape[1] == 2 else 'histogram'} of the samples"
+
+
+def _save_image_files(arr: np.ndarray, out: Path) -> list[str]:
+    """One 8-bit PNG per image of ``arr`` (``(N, C, H, W)`` in [0, 1]): ``out/000000.png``, ..."""
+    from PIL import Image
+
+    from ..data import from_model
+
+    pixels = from_model(torch.from_numpy(arr)).numpy().transpose(0, 2, 3, 1)  # floor(256 u)
+    for i, p in enumerate(pixels):
+        Image.fromarray(p[:, :, 0] if p.shape[2] == 1 else p).save(out / f"{i:06d}.png")
+    last = out / f"{len(arr) - 1:06d}.png"
+    return [
+        f"wrote {len(arr)} images {out / '000000.png'} ... {last} ({arr.shape[2]}x{arr.shape[3]})"
+    ]
 
 
 def _add_sampler_flags(s: argparse.ArgumentParser) -> None:
@@ -394,16 +546,16 @@ def _add_sampler_flags(s: argparse.ArgumentParser) -> None:
             "--predictor", help="pc: euler_maruyama | reverse_diffusion | ancestral | none"
         ),
         s.add_argument("--corrector", help="pc: langevin | ald | none"),
-        s.add_argument("--snr", type=float, help="pc: signal-to-noise ratio of the corrector"),
+        s.add_argument("--snr", type=_real(0, True), help="pc: the corrector's signal-to-noise"),
         s.add_argument(
             "--corrector-steps",
             dest="corrector_steps",
-            type=int,
+            type=_int_at_least(0),
             help="pc: corrector iterations per step",
         ),
         s.add_argument(
             "--steps",
-            type=int,
+            type=_int_at_least(1),
             help="number of steps (pc: the SDE's N when unset; ode fixed grid, heun, dpm_solver)",
         ),
         s.add_argument(
@@ -412,18 +564,20 @@ def _add_sampler_flags(s: argparse.ArgumentParser) -> None:
             dest="method",
             help="ode: dopri5 | rk4 | euler | scipy-RK45 ...; dpm_solver: singlestep | multistep",
         ),
-        s.add_argument("--rtol", type=float, help="ode, adaptive: relative tolerance"),
-        s.add_argument("--atol", type=float, help="ode, adaptive: absolute tolerance"),
-        s.add_argument("--order", type=int, help="dpm_solver: 1, 2 or 3"),
+        s.add_argument("--rtol", type=_real(0), help="ode, adaptive: relative tolerance"),
+        s.add_argument("--atol", type=_real(0), help="ode, adaptive: absolute tolerance"),
+        s.add_argument("--order", type=_int_at_least(1), help="1, 2, 3 (lms, ipndm: 1-4)"),
+        s.add_argument("--variant", help="unipc: bh1 | bh2"),
+        s.add_argument("--eta", type=_real(0), help="dpm_solver_sde: noise (0: the ODE)"),
         s.add_argument("--grid", help="dpm_solver: logSNR | time_uniform | time_quadratic"),
-        s.add_argument("--churn", type=float, help="heun: stochastic churn"),
-        s.add_argument("--rho", type=float, help="heun: exponent of the EDM time grid (7)"),
+        s.add_argument("--churn", type=_real(0), help="heun: stochastic churn"),
+        s.add_argument("--rho", type=_real(0, True), help="heun: exponent of the EDM grid (7)"),
         s.add_argument(
             "--lam", type=float, help="lambda: 0 = reverse SDE, 1 = probability-flow ODE"
         ),
         s.add_argument(
             "--eps",
-            type=float,
+            type=_real(0, strict=True),
             help="last time of the reverse process (when unset: 1e-3 for VP and sub-VP, 1e-5 "
             "for VE)",
         ),
@@ -454,6 +608,78 @@ def _sampler_defaults(dest: str) -> str:
 
 
 # ---- parser ------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``scoresde VERB: error: ...`` with exit
+    code 2 (the usage is printed by ``--help`` only), and whose ``choices`` are checked as every
+    other name is: the valid ones listed, with "did you mean"."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Print one line and exit with 2."""
+        first = message.strip().splitlines()[0] if message.strip() else "bad arguments"
+        self.exit(2, f"{self.prog}: error: {first}\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        from ..core.checks import lookup
+
+        if action.choices is None or value in action.choices:
+            return
+        what = "verb" if isinstance(action, argparse._SubParsersAction) else action.dest
+        try:
+            lookup(dict.fromkeys(action.choices), value, what.replace("_", " "), callables=False)
+        except ValueError as e:
+            raise argparse.ArgumentError(action, str(e)) from None
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number ``>= low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {_short(text)}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _real(low: float, strict: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number ``>= low`` (``> low`` with ``strict``)."""
+    need = f"{'>' if strict else '>='} {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be a number {need}, got {_short(text)}")
+        return value
+
+    parse.__name__ = f"number {need}"
+    return parse
+
+
+def _seed(text: str) -> int:
+    """An argparse ``type``: a seed, a whole number in [0, 2**63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {_short(text)}")
+    return value
+
+
+def _short(text: str) -> str:
+    from ..core.checks import short
+
+    return short(text)
+
+
 class _Help(argparse.RawDescriptionHelpFormatter):
     """Every option's help ends with its default (unless the text already says it)."""
 
@@ -517,13 +743,13 @@ def _add_common(s: argparse.ArgumentParser, device: str | None = "auto") -> None
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="scoresde",
         description="Score-based generative modeling through SDEs: train, sample, likelihood.",
         formatter_class=_Help,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    verb_parser = functools.partial(argparse.ArgumentParser, formatter_class=_Help)
+    verb_parser = functools.partial(_Parser, formatter_class=_Help)
     sub = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=verb_parser)
 
     t = sub.add_parser("train", help="train a score model from a preset or a YAML config")
@@ -582,22 +808,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--n",
         "--num-samples",
         dest="n",
-        type=int,
+        type=_int_at_least(1),
         default=1000,
         help="number of samples (under torchrun write --num-samples: torchrun's own parser "
         "takes --n for an abbreviation of its options)",
     )
     s.add_argument(
         "--chunk",
-        type=int,
+        type=_int_at_least(1),
         default=1000,
-        help="samples per chunk; chunk k is drawn with seed + k, so the samples are the same "
-        "in one process and under torchrun (chunks are dealt to the processes)",
+        help="samples per sampler call (memory and speed); chunks are dealt to the processes "
+        "under torchrun. The samples do not depend on it",
     )
-    s.add_argument("--seed", type=int, default=0, help="seed of chunk 0 (chunk k: seed + k)")
+    s.add_argument(
+        "--seed", type=_seed_or_random, default=0,
+        help="sample i draws all its noise from its own stream of this seed, so the samples do "
+        "not depend on --chunk or the number of processes; 'random': a fresh seed, printed as "
+        "seed=N",
+    )  # fmt: skip
     s.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     _add_common(s)
-    s.add_argument("--out", required=True, help="FILE.npy (or .npz); a PNG is written beside it")
+    s.add_argument(
+        "--out", required=True,
+        help="FILE.npz (key samples; images: pixels in [0, 1], N x C x H x W), FILE.npy, "
+        "FILE.png (a picture: image grid, or scatter) or DIR/ (a folder: 000000.png ... one per "
+        "image and samples.npz; vectors: samples.npz and samples.png); exactly that is written",
+    )  # fmt: skip
     s.set_defaults(func=cmd_sample)
 
     lk = sub.add_parser("likelihood", help="negative log-likelihood by the probability-flow ODE")
@@ -616,40 +852,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--n",
         "--num-examples",
         dest="n",
-        type=int,
+        type=_int_at_least(1),
         help="use the first N examples (--num-examples under torchrun, which reads --n itself; "
         "default: all of them)",
     )
     lk.add_argument(
         "--repeats",
-        type=int,
+        type=_int_at_least(1),
         default=1,
         help="R evaluations per example, averaged before the mean and its standard error over "
         "examples: fresh dequantization noise (images) and Hutchinson probes each time",
     )
-    lk.add_argument("--batch-size", dest="batch_size", type=int, default=1000,
+    lk.add_argument("--batch-size", dest="batch_size", type=_int_at_least(1), default=1000,
                     help="examples per ODE solve (progress is reported per batch)")  # fmt: skip
-    lk.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance of dopri5")
-    lk.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of dopri5")
-    lk.add_argument("--eps", type=float, default=1e-5,
+    lk.add_argument("--rtol", type=_real(0), default=1e-5, help="relative tolerance of dopri5")
+    lk.add_argument("--atol", type=_real(0), default=1e-5, help="absolute tolerance of dopri5")
+    lk.add_argument("--eps", type=_real(0, strict=True), default=1e-5,
                     help="the ODE runs from this time to T (log p_eps is reported)")  # fmt: skip
-    lk.add_argument("--seed", type=int, default=0,
-                    help="seed of the dequantization noise and the Hutchinson probes")  # fmt: skip
+    lk.add_argument("--seed", type=_seed_or_random, default=0,
+                    help="seed of the dequantization noise and the Hutchinson probes; 'random': "
+                    "a fresh one, printed as seed=N")  # fmt: skip
     _add_common(lk)
     lk.add_argument("--out", help="JSON path (default: WORKDIR/likelihood.json)")
     lk.set_defaults(func=cmd_likelihood)
 
     d = sub.add_parser("demo", help="train on the swiss roll and draw every picture (~2 minutes)")
     d.add_argument("--out", default="runs/demo", help="folder for the run and its pictures")
-    d.add_argument("--steps", type=int, help="training steps (default: the preset's)")
-    d.add_argument("--n", type=int, default=2000, help="samples per picture")
-    d.add_argument("--seed", type=int, default=0, help="seed of training and sampling")
+    d.add_argument("--steps", type=_int_at_least(1), help="training steps (default: the preset's)")
+    d.add_argument("--n", type=_int_at_least(1), default=2000, help="samples per picture")
+    d.add_argument("--seed", type=_seed, default=0, help="seed of training and sampling")
     _add_common(d, device=None)
     d.set_defaults(func=cmd_demo)
 
-    pl = sub.add_parser("plot", help="redraw a run's training curves (loss, test bits/dim)")
-    pl.add_argument("--workdir", required=True, help="run folder holding metrics.csv")
-    pl.add_argument("--out", help="PNG path (default: WORKDIR/curves.png)")
+    from . import plot
+
+    pl = sub.add_parser("plot", help="draw a run's curves, paths, score field, density, animation")
+    pl.add_argument("--workdir", required=True, help="run folder (metrics.csv, checkpoint.pt)")
+    pl.add_argument("--what", default="curves", choices=plot.WHAT,
+                    help="curves: losses (any run); the others need a 1-D or 2-D run: "
+                    "trajectories (noise -> data paths), field (score and log p_t), density "
+                    "(learned vs data), animation (the density during training)")  # fmt: skip
+    pl.add_argument("--out", help="file to write (default: WORKDIR/curves.png, trajectories.png, "
+                    "field.png, density.png, density.gif)")  # fmt: skip
+    pl.add_argument("--n", type=int, default=1000, help="paths drawn / held-out points shown")
+    pl.add_argument("--seed", type=int, default=0, help="seed of the paths")
     _add_common(pl, device=None)
     pl.set_defaults(func=cmd_plot)
 
@@ -666,6 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(i, device=None)
     i.set_defaults(func=cmd_info)
     _add_tune(sub)
+    from .control import add_parsers as add_control_parsers  # control, train-classifier
+
+    add_control_parsers(sub, _progress, _add_common)
     return p
 
 
@@ -714,17 +963,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     from ..core.ode import ODEError
 
-    args = build_parser().parse_args(argv)
+    try:  # a usage error: one line, exit 2 (_Parser.error); --help, --list: exit 0
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        if _flush_stdout():
+            raise
+        return BROKEN_PIPE
+    except BrokenPipeError:  # --list or --help into a closed pipe
+        _quiet_stdout()
+        return BROKEN_PIPE
     try:
         _setup_run(args)
-        return args.func(args)
-    except (ValueError, FileNotFoundError, ODEError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"scoresde {args.verb}: error: {msg}", file=sys.stderr)
+        code = args.func(args)
+        return code if _flush_stdout() else BROKEN_PIPE
+    except BrokenPipeError:  # the reader of stdout went away (``scoresde ... | head``)
+        _quiet_stdout()
+        return BROKEN_PIPE
+    except (ValueError, OSError, ODEError) as e:
+        print(f"scoresde {args.verb}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"scoresde {args.verb}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(e: BaseException) -> str:
+    """The first line of an error's message; an ``OSError`` as ``path: reason``."""
+    if isinstance(e, OSError) and e.strerror:
+        where = e.filename if e.filename is not None else ""
+        return f"{where}: {e.strerror}" if where else f"{e.strerror}"
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+BROKEN_PIPE = 141  # 128 + SIGPIPE: how the shell reports a writer that its pipe ended
+
+
+def _flush_stdout() -> bool:
+    """Flush stdout; ``False`` (and stdout quietened) if its reader went away."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        return False
+    return True
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's last flush of a closed pipe
+    writes no second error."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured in a test)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

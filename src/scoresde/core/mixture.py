@@ -51,8 +51,12 @@ class GaussianMixture:
         self.weights = w / w.sum()
         self.means, self.covs = mu, c
         self.lam, self.U = torch.linalg.eigh(c)
-        if (self.lam < 0).any():
+        # Round-off of a singular covariance (a noiseless posterior) may give eigenvalues of
+        # -1e-16 relative; clamp those, refuse a truly indefinite one.
+        tol = 1e-10 * self.lam.abs().amax().clamp(min=1.0)
+        if (self.lam < -tol).any():
             raise ValueError("covariances must be positive semi-definite")
+        self.lam = self.lam.clamp(min=0)
 
     @property
     def dim(self) -> int:
@@ -116,6 +120,46 @@ class GaussianMixture:
         """The exact ``score_fn(x, t)`` of the perturbed marginals of ``sde`` (``t``: ``(B,)`` or
         one number)."""
         return lambda x, t: self.score(x, t, sde)
+
+    def log_class_prob(
+        self, x: Tensor, t: float | Tensor | None = None, sde: SDE | None = None
+    ) -> Tensor:
+        """Exact ``log p_t(k | x)`` of the component label k, ``(B, K)``; ``t`` as in
+        :meth:`log_prob` (differentiable in ``x``: the oracle of a time-dependent classifier)."""
+        flat = x.reshape(x.shape[0], -1)
+        _, _, logw = self._moments(flat, *self._coeffs(flat, t, sde))
+        return torch.log_softmax(logw, dim=1)
+
+    def component(self, k: int) -> GaussianMixture:
+        """Component k alone, ``p_0(x | k)``, as a one-component mixture."""
+        return GaussianMixture([1.0], self.means[k : k + 1], self.covs[k : k + 1], self.means.dtype)
+
+    def condition(self, A: Tensor, y: Tensor, noise_std: float = 0.0) -> GaussianMixture:
+        """The posterior ``p_0(x | y)`` for ``y = A x + noise_std n``, ``A`` an ``(M, D)`` matrix.
+
+        Each component is updated by the Gaussian conditioning formulas, with
+        ``S = A Sigma A^T + noise_std^2 I`` and gain ``K = Sigma A^T S^+``:
+        ``mu' = mu + K (y - A mu)``, ``Sigma' = Sigma - K A Sigma``, and its weight by the
+        marginal likelihood ``w N(y; A mu, S)``. Pseudo-inverses and log-determinants are taken
+        on the range of S, so a rank-deficient noiseless ``A`` (a mask) is fine.
+        """
+        A, y = A.to(self.means), y.to(self.means).reshape(-1)
+        S = A @ self.covs @ A.T + noise_std**2 * torch.eye(len(A), dtype=A.dtype)
+        lam, V = torch.linalg.eigh(S)  # (K, M), (K, M, M)
+        keep = lam > 1e-12 * lam.amax()
+        inv = torch.where(keep, 1 / lam.clamp(min=1e-300), torch.zeros_like(lam))
+        S_pinv = torch.einsum("kmi,ki,kni->kmn", V, inv, V)
+        gain = self.covs @ A.T @ S_pinv  # (K, D, M)
+        r = y - self.means @ A.T  # (K, M)
+        means = self.means + torch.einsum("kdm,km->kd", gain, r)
+        covs = self.covs - gain @ A @ self.covs
+        covs = 0.5 * (covs + covs.transpose(1, 2))
+        proj = torch.einsum("kmi,km->ki", V, r)
+        logdet = torch.where(keep, lam.clamp(min=1e-300).log(), torch.zeros_like(lam)).sum(1)
+        rank = keep.sum(1).to(A.dtype)
+        loglik = -0.5 * (rank * math.log(2 * math.pi) + logdet + (inv * proj**2).sum(1))
+        logw = self.weights.log() + loglik
+        return GaussianMixture(torch.softmax(logw, 0), means, covs, self.means.dtype)
 
     def mean(self) -> Tensor:
         """Mean of p_0."""

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .colour import load_tinted
 from .images import (
     IDX_IMAGES,
     IDX_LABELS,
@@ -199,7 +200,17 @@ IMAGE_DATASETS: dict[str, ImageDataset] = {
         f"{CIFAR_FOLDER}/ with data_batch_1 .. data_batch_5 and test_batch",
     ),
     "digits": ImageDataset((1, 8, 8), 10, _load_digits, "scikit-learn (pip install scikit-learn)"),
+    # the digits tinted with random ink and background colours (data/colour.py): colorization
+    "colour_digits": ImageDataset(
+        (3, 8, 8), 10, partial(load_tinted, base=_load_digits), "scikit-learn (8x8 digits)"
+    ),
 }
+IMAGE_DATASETS["colour_mnist"] = ImageDataset(
+    (3, 28, 28),
+    10,
+    partial(load_tinted, base=IMAGE_DATASETS["mnist"].load),
+    IMAGE_DATASETS["mnist"].needs,
+)
 
 
 # ---- the entry point ---------------------------------------------------------------------------

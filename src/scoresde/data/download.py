@@ -111,6 +111,9 @@ def _download_cifar(folder: Path, sources: Sequence[str], timeout: float) -> lis
     return failures
 
 
+TINTED_FROM = {"colour_digits": "digits", "colour_mnist": "mnist"}  # data/colour.py
+
+
 def download(
     name: str, data_dir: str | Path, *, sources: Sequence[str] | None = None, timeout: float = 10.0
 ) -> Path:
@@ -124,6 +127,7 @@ def download(
     to place where by hand, the next lines list each attempt.
     """
     lookup(IMAGE_DATASETS, name, "data set", callables=False, sort=True)
+    name = TINTED_FROM.get(name, name)  # a coloured set needs the files of its grey one
     root = Path(data_dir)
     if name == "digits":
         return root
