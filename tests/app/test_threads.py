@@ -129,7 +129,7 @@ def test_every_option_is_explained_with_its_default(verb, capsys):
 
 def test_device_on_the_verbs_that_compute():
     verbs = _verbs()
-    for verb in ("train", "sample", "likelihood", "tune"):
+    for verb in ("train", "sample", "likelihood", "tune", "control"):
         assert "--device" in verbs[verb].format_help(), verb
     assert "(default: auto)" in " ".join(verbs["sample"].format_help().split())
     assert "(default: 1000)" in " ".join(verbs["sample"].format_help().split())  # --n

@@ -65,17 +65,10 @@ def _resolve_seed(seed: int, d=None) -> int:
 
 
 def _pick_device(name: str) -> torch.device:
-    """``--device``: ``auto`` (CUDA, else MPS, else CPU), or a device this machine has (one
-    ``ValueError`` for an unknown name, with "did you mean", or one this build lacks)."""
-    from ..training.config import check_device
+    """``--device`` (:func:`scoresde.app.device.pick_device`)."""
+    from .device import pick_device
 
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return check_device(name, "--device")
+    return pick_device(name)
 
 
 # What :func:`main` resolved for this invocation: ``--quiet`` and the header line (threads).

@@ -115,7 +115,7 @@ def _observation(args, x: Tensor, cfg):
 
     shape = tuple(cfg.data.shape)
     if args.task == "inpaint":
-        mask = make_mask(args.mask, shape, args.seed)
+        mask = make_mask(args.mask, shape, args.seed).to(x.device)
         grey = torch.full_like(x, 0.5 * cfg.data.scale + cfg.data.shift)
         return sd.Inpainting(x, mask.expand_as(x)), torch.where(mask, x, grey)
     if args.task == "colorize":
@@ -177,9 +177,10 @@ def _conditional(args, model, cfg, bar) -> tuple[list[np.ndarray], dict, int]:
     """Rows of the grid, arrays of the ``.npz`` and the NFE of an observation task."""
     from .. import control as sd
 
-    x_in = _to_model(_inputs(args.input, cfg, args.n), cfg)
+    device = next(model.parameters()).device
+    x_in = _to_model(_inputs(args.input, cfg, args.n), cfg).to(device)
     obs, picture = _observation(args, x_in, cfg)
-    g = torch.Generator().manual_seed(args.seed)
+    g = torch.Generator(device=device).manual_seed(args.seed)
     rows, nfe = [_to_unit(x_in, cfg), _to_unit(picture, cfg)], 0
     for _ in range(args.samples):
         x, k = sd.sample_conditional(
@@ -197,7 +198,8 @@ def _class_conditional(args, model, cfg, bar) -> tuple[list[np.ndarray], dict, i
     from .. import control
     from ..samplers import sample
 
-    clf = _classifier(args, model, cfg)
+    device = next(model.parameters()).device
+    clf = _classifier(args, model, cfg).to(device).eval()
     K = clf.net.config.num_classes
     classes = list(range(K)) if args.classes is None else args.classes
     bad = [c for c in classes if not 0 <= c < K]
@@ -205,7 +207,7 @@ def _class_conditional(args, model, cfg, bar) -> tuple[list[np.ndarray], dict, i
         raise ValueError(
             f"class index {bad[0]} out of range: the classifier has classes 0..{K - 1}"
         )
-    g = torch.Generator().manual_seed(args.seed)
+    g = torch.Generator(device=device).manual_seed(args.seed)
     rows, nfe = [], 0
     for c in classes:
         guided = control.classifier_guidance(model, clf, c, args.scale)
@@ -221,8 +223,11 @@ def _class_conditional(args, model, cfg, bar) -> tuple[list[np.ndarray], dict, i
 def cmd_control(args: argparse.Namespace, progress: Callable) -> int:
     """Inpainting, colorization, super-resolution or class-conditional samples of a run."""
     from ..training.checkpoint import load_model
+    from .device import pick_device
 
+    device = pick_device(args.device)
     model, cfg, _ = load_model(args.workdir)
+    model = model.to(device).eval()
     if cfg.data.shape is None or len(cfg.data.shape) != 3:
         raise ValueError(
             f"control needs a run on images (C, H, W); this one's data are {cfg.data.shape}"
@@ -363,7 +368,7 @@ def add_parsers(sub, progress: Callable, add_common: Callable) -> None:
     c.add_argument("--scale", type=float, default=1.0, help="class: guidance scale")
     c.add_argument("--seed", type=int, default=0, help="seed of the inputs, masks and samples")
     c.add_argument("--out", help="output folder (default: WORKDIR/control_TASK)")
-    add_common(c, device=None)
+    add_common(c)
     c.set_defaults(func=partial(cmd_control, progress=progress))
 
     t = sub.add_parser("train-classifier", help="train a time-dependent classifier for guidance")
