@@ -9,7 +9,7 @@ from .control import (
     classifier_guidance,
     sample_conditional,
 )
-from .core.likelihood import bits_per_dim, log_likelihood
+from .core.likelihood import bits_per_dim, elbo, log_likelihood
 from .core.mixture import GaussianMixture
 from .core.score import LABELS, PARAMETERIZATIONS, ScoreModel
 from .core.sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -49,6 +49,7 @@ __all__ = [
     "PARAMETERIZATIONS",
     "GaussianMixture",
     "log_likelihood",
+    "elbo",
     "bits_per_dim",
     "dequantize",
     "load_images",
