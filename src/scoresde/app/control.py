@@ -7,7 +7,13 @@ PNG, the grey image, a downsampled image) and samples ``p(x | y)`` with
 :func:`scoresde.classifier_guidance` and a classifier from ``train-classifier``. It writes a grid
 PNG (rows: input, observation, samples) and an ``.npz`` of all arrays. Bad input (a mask of the
 wrong shape, a class out of range, a classifier of another SDE or shape) is a ``ValueError``: one
-line, exit 2.
+line, exit 2. Sample ``j`` of input (or class) ``i`` draws from its own stream
+(:class:`scoresde.samplers.SampleStreams`), so it does not depend on the other inputs or classes.
+
+``scoresde train-classifier`` trains on a run's SDE and data (``--run``), a classifier preset's
+(``--preset``, :data:`scoresde.training.classifier.CLASSIFIER_PRESETS`; ``--list``) or
+``--sde`` / ``--data``; options given explicitly override the preset. A folder that holds a
+classifier is refused unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -176,13 +182,14 @@ def _method_options(args) -> dict:
 def _conditional(args, model, cfg, bar) -> tuple[list[np.ndarray], dict, int]:
     """Rows of the grid, arrays of the ``.npz`` and the NFE of an observation task."""
     from .. import control as sd
+    from ..samplers import SampleStreams
 
     device = next(model.parameters()).device
     x_in = _to_model(_inputs(args.input, cfg, args.n), cfg).to(device)
     obs, picture = _observation(args, x_in, cfg)
-    g = torch.Generator(device=device).manual_seed(args.seed)
-    rows, nfe = [_to_unit(x_in, cfg), _to_unit(picture, cfg)], 0
-    for _ in range(args.samples):
+    rows, nfe, n = [_to_unit(x_in, cfg), _to_unit(picture, cfg)], 0, len(x_in)
+    for r in range(args.samples):  # sample r of input i: stream r * n + i
+        g = SampleStreams(args.seed, range(r * n, (r + 1) * n))
         x, k = sd.sample_conditional(
             model.sde, model, tuple(x_in.shape), obs, method=args.method, steps=args.steps,
             generator=g, callback=lambda *_: bar.update(1), **_method_options(args),
@@ -196,7 +203,7 @@ def _conditional(args, model, cfg, bar) -> tuple[list[np.ndarray], dict, int]:
 def _class_conditional(args, model, cfg, bar) -> tuple[list[np.ndarray], dict, int]:
     """One row of ``--samples`` guided samples per class."""
     from .. import control
-    from ..samplers import sample
+    from ..samplers import SampleStreams, sample
 
     device = next(model.parameters()).device
     clf = _classifier(args, model, cfg).to(device).eval()
@@ -207,13 +214,13 @@ def _class_conditional(args, model, cfg, bar) -> tuple[list[np.ndarray], dict, i
         raise ValueError(
             f"class index {bad[0]} out of range: the classifier has classes 0..{K - 1}"
         )
-    g = torch.Generator(device=device).manual_seed(args.seed)
-    rows, nfe = [], 0
-    for c in classes:
+    rows, nfe, m = [], 0, args.samples
+    for c in classes:  # sample j of class c: stream c * samples + j, whichever classes are drawn
+        g = SampleStreams(args.seed, range(c * m, (c + 1) * m))
         guided = control.classifier_guidance(model, clf, c, args.scale)
         x, k = sample(
             model.sde, guided, (args.samples, *cfg.data.shape), sampler="pc", steps=args.steps,
-            generator=g, callback=lambda *_: bar.update(1),
+            generator=g, device=device, callback=lambda *_: bar.update(1),
         )  # fmt: skip
         rows.append(_to_unit(x, cfg))
         nfe += k
@@ -269,31 +276,40 @@ def _plot_accuracy(rows: list[dict], path: Path, title: str) -> Path:
     return path
 
 
-def _classifier_data(args):
-    """``(sde, x_train, y_train, x_test, y_test, data name)`` from ``--run`` or ``--data``."""
-    from ..data import load_images
-    from ..training.checkpoint import load_model
+def _named_sde(name: str):
     from ..training.config import SDES, SDEConfig, build_sde
 
+    if name not in SDES:
+        raise ValueError(f"unknown SDE {name!r}; valid: {', '.join(SDES)}")
+    return build_sde(SDEConfig(name=name))
+
+
+def _classifier_source(args) -> tuple:
+    """``(sde, data name, data folder, scale, shift)``: from ``--run``, else ``--preset`` (its
+    score preset's SDE and data; ``--sde`` / ``--data`` given explicitly win), else ``--sde`` and
+    ``--data`` (model space [0, 1])."""
+    from ..training.checkpoint import load_model
+    from ..training.classifier import preset_source
+
     if args.run is not None:
+        if args.sde is not None or args.data is not None:
+            raise ValueError("--run takes the SDE and data from the run: drop --sde / --data")
         model, cfg, _ = load_model(args.run)
-        sde, name, data_dir, scale, shift = (
-            model.sde,
-            cfg.data.name,
-            cfg.data.data_dir,
-            cfg.data.scale,
-            cfg.data.shift,
-        )
-    else:
-        if args.sde not in SDES:
-            raise ValueError(f"unknown SDE {args.sde!r}; valid: {', '.join(SDES)}")
-        sde, name, data_dir, scale, shift = (
-            build_sde(SDEConfig(name=args.sde)),
-            args.data,
-            None,
-            1.0,
-            0.0,
-        )
+        return model.sde, cfg.data.name, cfg.data.data_dir, cfg.data.scale, cfg.data.shift
+    if args.preset is not None:
+        _, sde, d = preset_source(args.preset)
+        sde = sde if args.sde is None else _named_sde(args.sde)
+        if args.data is None:
+            return sde, d.name, d.data_dir, d.scale, d.shift
+        return sde, args.data, None, 1.0, 0.0
+    return _named_sde(args.sde or "vpsde"), args.data or "digits", None, 1.0, 0.0
+
+
+def _classifier_data(args):
+    """``(sde, x_train, y_train, x_test, y_test, data name)`` of :func:`_classifier_source`."""
+    from ..data import load_images
+
+    sde, name, data_dir, scale, shift = _classifier_source(args)
     (x, y), (xt, yt) = (load_images(name, s, data_dir) for s in ("train", "test"))
     if y is None:
         raise ValueError(f"data set {name!r} has no labels: a classifier needs y_train / y_test")
@@ -301,35 +317,87 @@ def _classifier_data(args):
     return sde, f(x), y, f(xt), yt, name
 
 
+# the training options of train-classifier without a preset (a preset fills those not given)
+CLASSIFIER_DEFAULTS = dict(steps=1500, batch_size=128, lr=2e-3, width=32, depth=2)
+
+
+def _classifier_options(args) -> dict:
+    """``steps, batch_size, lr, width, depth``: given on the command line, else the preset's,
+    else :data:`CLASSIFIER_DEFAULTS`."""
+    from ..training.classifier import preset_source
+
+    base = dict(CLASSIFIER_DEFAULTS)
+    if args.preset is not None:
+        preset = preset_source(args.preset)[0]
+        base = {k: getattr(preset, k) for k in base}
+    given = {k: getattr(args, k) for k in base if getattr(args, k) is not None}
+    return {**base, **given}
+
+
+def _refuse_classifier(out: Path, overwrite: bool) -> None:
+    """A folder that already holds a classifier is refused unless ``--overwrite``."""
+    from ..training.classifier import CLASSIFIER_FILE
+
+    if (out / CLASSIFIER_FILE).exists() and not overwrite:
+        raise ValueError(
+            f"{out / CLASSIFIER_FILE} exists: pass --overwrite to replace it, or pick another "
+            "--workdir"
+        )
+
+
 def cmd_train_classifier(args: argparse.Namespace, progress: Callable) -> int:
     """Train a time-dependent classifier; write it with its accuracy-per-noise curve."""
     from ..training.classifier import (
+        CLASSIFIER_FILE,
         accuracy_by_noise,
         save_classifier,
         train_classifier,
         write_accuracy_csv,
     )
+    from .device import pick_device
 
+    out = Path(args.workdir)
+    _refuse_classifier(out, args.overwrite)
+    device = pick_device(args.device)
+    opts = _classifier_options(args)
     sde, x, y, xt, yt, name = _classifier_data(args)
     K = int(max(y.max(), yt.max())) + 1
-    bar = progress(args.steps, "train-classifier")
+    bar = progress(opts["steps"], "train-classifier")
     clf = train_classifier(
-        sde, x, y, K, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        width=args.width, depth=args.depth,
-        callback=lambda i, loss: bar.set(i + 1, loss=f"{loss:.3f}"),
+        sde, x, y, K, seed=args.seed, device=device,
+        callback=lambda i, loss: bar.set(i + 1, loss=f"{loss:.3f}"), **opts,
     )  # fmt: skip
     bar.close()
-    out = Path(args.workdir)
     out.mkdir(parents=True, exist_ok=True)
     times = [round(0.1 * i, 1) or 0.01 for i in range(11)]
     rows = accuracy_by_noise(clf, xt[: args.n_test], yt[: args.n_test], times)
-    save_classifier(out / "classifier.pt", clf, dict(data=name, steps=args.steps))
+    meta = dict(data=name, preset=args.preset or "", seed=args.seed, **opts)
+    save_classifier(out / CLASSIFIER_FILE, clf, meta)
     write_accuracy_csv(rows, out / "accuracy.csv")
     _plot_accuracy(rows, out / "accuracy.png", f"{name}, {type(sde).__name__}")
     for r in rows:
         print(f"t={r['t']:.2f} sigma={r['sigma']:.3g} accuracy={r['accuracy']:.3f}")
-    print(f"wrote {out / 'classifier.pt'}, accuracy.csv, accuracy.png")
+    print(f"wrote {out / CLASSIFIER_FILE}, accuracy.csv, accuracy.png")
     return 0
+
+
+class _ListClassifierPresets(argparse.Action):
+    """``train-classifier --list``: one line per classifier preset, then exit."""
+
+    def __init__(self, option_strings, dest, **kw) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                         nargs=0, **kw)  # fmt: skip
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from ..training.classifier import CLASSIFIER_PRESETS
+
+        width = max(map(len, CLASSIFIER_PRESETS))
+        for name, p in CLASSIFIER_PRESETS.items():
+            print(
+                f"{name:{width}s}  {p.about}; {p.steps} steps, batch {p.batch_size}, lr {p.lr:g}, "
+                f"width {p.width}, depth {p.depth}"
+            )
+        parser.exit()
 
 
 # ---- parsers -------------------------------------------------------------------------------
@@ -370,22 +438,40 @@ def add_parsers(sub, progress: Callable, add_common: Callable) -> None:
     c.add_argument("--out", help="output folder (default: WORKDIR/control_TASK)")
     add_common(c)
     c.set_defaults(func=partial(cmd_control, progress=progress))
+    _add_train_classifier(sub, progress, add_common)
+
+
+def _add_train_classifier(sub, progress: Callable, add_common: Callable) -> None:
+    from functools import partial
+
+    from ..training.classifier import CLASSIFIER_PRESETS
 
     t = sub.add_parser("train-classifier", help="train a time-dependent classifier for guidance")
     t.add_argument(
         "--workdir", required=True, help="output folder: classifier.pt, accuracy.csv/.png"
     )
+    t.add_argument(
+        "--preset", help=f"training recipe ({', '.join(CLASSIFIER_PRESETS)}; see --list) with "
+        "its score preset's SDE and data; options given here override it",
+    )  # fmt: skip
     t.add_argument("--run", help="score-model run whose SDE and data (and model space) to use")
-    t.add_argument("--data", default="digits", help="labelled data set (without --run)")
-    t.add_argument("--sde", default="vpsde", help="vpsde | subvpsde | vesde (without --run)")
-    t.add_argument("--steps", type=int, default=1500, help="training steps")
-    t.add_argument("--batch-size", dest="batch_size", type=int, default=128, help="batch size")
-    t.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
-    t.add_argument("--width", type=int, default=32, help="channels (images) or units (vectors)")
-    t.add_argument("--depth", type=int, default=2, help="number of blocks")
+    t.add_argument("--data", help="labelled data set (without --run; default digits)")
+    t.add_argument("--sde", help="vpsde | subvpsde | vesde (without --run; default vpsde)")
+    d = CLASSIFIER_DEFAULTS
+    t.add_argument("--steps", type=int, help=f"training steps (default {d['steps']})")
+    t.add_argument("--batch-size", dest="batch_size", type=int,
+                   help=f"batch size (default {d['batch_size']})")  # fmt: skip
+    t.add_argument("--lr", type=float, help=f"Adam learning rate (default {d['lr']:g})")
+    t.add_argument("--width", type=int,
+                   help=f"channels (images) or units (vectors) (default {d['width']})")  # fmt: skip
+    t.add_argument("--depth", type=int, help=f"number of blocks (default {d['depth']})")
     t.add_argument(
         "--n-test", dest="n_test", type=int, default=2000, help="test images for the curve"
     )
     t.add_argument("--seed", type=int, default=0, help="seed of the training run")
-    add_common(t, device=None)
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the classifier that --workdir holds (else refused)")  # fmt: skip
+    t.add_argument("--list", action=_ListClassifierPresets,
+                   help="list the classifier presets, one line each, and exit")  # fmt: skip
+    add_common(t)
     t.set_defaults(func=partial(cmd_train_classifier, progress=progress))

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..core.checks import did_you_mean, lookup
 from ..core.sde import SDE
+from ..samplers._shared import SampleStreams
 from .dps import sample_dps
 from .guidance import classifier_guidance
 from .observations import (
@@ -73,7 +74,7 @@ def sample_conditional(
     obs: Observation,
     method: str | Callable[..., tuple[Tensor, int]] = "pc",
     steps: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | SampleStreams | None = None,
     **options,
 ) -> tuple[Tensor, int]:
     """Samples of ``p(x | y)`` for the observation ``obs`` with the method named ``method``.
@@ -85,7 +86,13 @@ def sample_conditional(
             :class:`SuperResolution`, :class:`LinearObservation`).
         method: a key of :data:`METHODS` (``"pc"``, ``"dps"``, ``"repaint"``) or a function with
             the same contract.
-        steps: number of steps (default ``sde.N``); generator: the source of random numbers.
+        steps: number of steps (default ``sde.N``).
+        generator: the source of random numbers: a ``torch.Generator``, or a
+            :class:`~scoresde.samplers.SampleStreams` (one stream per sample index, which also
+            draws the start state unless ``z`` is given), so that sample ``i`` does not depend
+            on the batch it is drawn in. (Except with the ``langevin`` corrector, whose step
+            size averages norms over the batch as the official code does; ``ald`` or ``none``
+            are per sample.)
         options: the method's keyword options (:func:`method_options`); an unknown one raises
             one ``ValueError`` naming those it takes.
 

@@ -23,7 +23,7 @@ from ..core.checks import CheckedScore, check_range, lookup
 from ..core.sde import SDE, bcast
 from ..samplers.pc import PREDICTORS, _check_chain
 from .observations import Observation
-from .projection import Chain, start
+from .projection import Chain, Generator, start
 
 __all__ = ["sample_dps", "dps_gradient"]
 
@@ -56,7 +56,7 @@ def sample_dps(
     steps: int | None = None,
     eps: float | None = None,
     denoise: bool = True,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     callback: Callable[[int, Tensor, Tensor, Tensor], None] | None = None,
     z: Tensor | None = None,
 ) -> tuple[Tensor, int]:

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..core.checks import CheckedScore, check_eps, check_int, check_range, lookup, start_state
 from ..core.sde import SDE
+from ..samplers._shared import SampleStreams, randn
 from ..samplers.pc import CORRECTORS, PREDICTORS, _check_chain
 from .observations import Observation
 
@@ -45,6 +46,7 @@ __all__ = [
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, Tensor, Tensor, Tensor], None]
+Generator = torch.Generator | SampleStreams | None
 
 
 class Chain:
@@ -76,9 +78,11 @@ def start(
     shape: tuple[int, ...] | None,
     obs: Observation,
     z: Tensor | None,
-    generator: torch.Generator | None,
+    generator: Generator,
 ) -> Tensor:
-    """The checked start state at T (a prior draw in ``obs.y``'s device and dtype, or ``z``)."""
+    """The checked start state at T (a prior draw in ``obs.y``'s device and dtype, or ``z``;
+    with a :class:`~scoresde.samplers.SampleStreams` the prior draw is the first of each
+    sample's stream, as in :func:`scoresde.sample`)."""
     if not isinstance(obs, Observation):
         raise ValueError(
             f"obs must be an Observation (Inpainting, Colorization, SuperResolution, "
@@ -86,14 +90,17 @@ def start(
         )
     if shape is not None:
         obs.check(tuple(shape))
+    if z is None and shape is not None and isinstance(generator, SampleStreams):
+        z = generator.prior(sde, tuple(shape), obs.y.device, obs.y.dtype)
     x = start_state(sde, shape, z, generator, obs.y.device, obs.y.dtype)
     obs.check(tuple(x.shape))
     return x
 
 
-def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """A standard-normal draw shaped like ``x`` from ``generator``."""
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+def randn_like(x: Tensor, generator: Generator) -> Tensor:
+    """A standard-normal draw shaped like ``x`` from ``generator`` (row ``i`` from stream ``i``
+    of a :class:`~scoresde.samplers.SampleStreams`)."""
+    return randn(x, generator)
 
 
 def project(obs: Observation, x: Tensor, ch: Chain, k: int, generator, noise: bool) -> Tensor:
@@ -168,7 +175,7 @@ def sample_pc_projection(
     steps: int | None = None,
     eps: float | None = None,
     denoise: bool = True,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     callback: Callback | None = None,
     z: Tensor | None = None,
 ) -> tuple[Tensor, int]:
@@ -214,7 +221,7 @@ def sample_repaint(
     steps: int | None = None,
     eps: float | None = None,
     denoise: bool = True,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     callback: Callback | None = None,
     z: Tensor | None = None,
 ) -> tuple[Tensor, int]:
