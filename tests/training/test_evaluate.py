@@ -149,7 +149,8 @@ def test_likelihood_json_as_recorded(runs, case, tmp_path):
     argv = ["likelihood", "--workdir", str(runs[case.split("_")[0]]), "--device", "cpu"]
     assert main([*argv, "--out", str(out), *LIKELIHOOD[case]]) == 0
     got, want = json.loads(out.read_text()), RECORDED[case]
-    assert list(got) == list(want)  # the same keys, in the same order
+    assert list(got) == [*want, "bound"]  # the same keys, in the same order; then the bound
+    assert got["bound"] == "ode"
     for k, w in want.items():
         _close(got[k], w)
 
@@ -176,7 +177,7 @@ def test_dataset_nll_is_what_the_cli_writes(runs, tmp_path):
     for k, w in RECORDED["toy_ll_rad_rep"].items():
         _close(nll.summary()[k], w)
     assert seen == [(16, 80), (32, 80), (40, 80), (56, 80), (72, 80), (80, 80)]
-    with pytest.raises(ValueError, match="repeats must be >= 1"):
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
         dataset_nll(model, x[:4], cfg.data, std, repeats=0)
 
 

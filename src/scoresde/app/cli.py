@@ -342,6 +342,13 @@ def _likelihood_data(path: str | None, cfg, n: int | None) -> torch.Tensor:
     return x if n is None else x[:n]
 
 
+def _how(result: dict, args: argparse.Namespace) -> str:
+    """How the NLL was computed, in words: the ODE's divergence, or the ELBO's samples."""
+    if result["bound"] == "elbo":
+        return f"an upper bound: the ELBO, {args.elbo_samples} samples per example"
+    return f"{result['divergence']} divergence"
+
+
 def cmd_likelihood(args: argparse.Namespace) -> int:
     """``scoresde likelihood``: NLL (and bits/dim of images) of a data set; JSON from rank 0."""
     from ..training.checkpoint import write_text_atomic
@@ -355,7 +362,8 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
         nll = dataset_nll(
             model, x, cfg.data, standardizer, divergence=args.divergence, repeats=args.repeats,
             batch_size=args.batch_size, rtol=args.rtol, atol=args.atol, eps=args.eps,
-            seed=_resolve_seed(args.seed, d), dist=d, callback=_advance(bar),
+            seed=_resolve_seed(args.seed, d), dist=d, callback=_advance(bar), bound=args.bound,
+            elbo_samples=args.elbo_samples,
         )  # fmt: skip
     finally:
         bar.close()
@@ -368,7 +376,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     print(
         f"nll = {result['nll']:.4f} ± {result['se']:.4f} nats "
         f"({result['nll_per_dim']:.4f} per dim, median {result['median']:.4f}, "
-        f"n={result['n']}, {result['divergence']} divergence); wrote {out}"
+        f"n={result['n']}, {_how(result, args)}); wrote {out}"
     )
     if "bpd" in result:
         print(
@@ -835,6 +843,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         help="FILE.npy or .csv, or images (a FOLDER of PNG/JPEG, or FILE.npz with x_test) "
         "for an image model; default: the run's test split",
+    )
+    lk.add_argument(
+        "--bound",
+        choices=("ode", "elbo"),
+        default="ode",
+        help="ode: the probability-flow likelihood; elbo: the SDE's evidence lower bound (an "
+        "upper bound on the NLL, no ODE solve)",
+    )
+    lk.add_argument(
+        "--elbo-samples",
+        dest="elbo_samples",
+        type=_int_at_least(1),
+        default=16,
+        help="--bound elbo: Monte Carlo draws of (t, noise) per example, averaged",
     )
     lk.add_argument(
         "--divergence",

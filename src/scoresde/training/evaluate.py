@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..core.likelihood import bits_per_dim, log_likelihood
+from ..core.checks import check_int, lookup
+from ..core.likelihood import bits_per_dim, elbo, log_likelihood
 from ..core.losses import dsm_loss
 from ..core.score import ScoreModel
 from ..data import DataConfig, Standardizer, images_to_model
@@ -73,6 +74,7 @@ class NLL:
     divergence: str
     nfe: int
     scale: float | None = None
+    bound: str = "ode"  # "ode": the probability-flow NLL; "elbo": the ELBO's upper bound on it
 
     @property
     def bpd(self) -> Tensor | None:
@@ -101,7 +103,7 @@ class NLL:
                 "bpd_se": _se(bpd),
                 "bpd_median": bpd.median().item(),
             }
-        return result
+        return result | {"bound": self.bound}  # last: the keys before it kept their order
 
 
 def _to_model_space(
@@ -112,6 +114,21 @@ def _to_model_space(
     if x.dtype == torch.uint8:
         return images_to_model(x, data, generator=g_deq)
     return standardizer.forward(x) if standardizer is not None else x
+
+
+def _log_p(
+    model: ScoreModel, y: Tensor, bound: str, how: tuple, g: torch.Generator
+) -> tuple[Tensor, int]:
+    """``(log p(y) or its ELBO, nfe)``; ``how``: ``(divergence, rtol, atol, eps)`` of the ODE or
+    ``(samples, eps)`` of the ELBO."""
+    if bound == "elbo":
+        samples, eps = how
+        return elbo(model.sde, model.score_fn, y, samples, generator=g, eps=eps)
+    divergence, rtol, atol, eps = how
+    lp, _, nfe = log_likelihood(
+        model.sde, model.score_fn, y, divergence, rtol, atol, eps, generator=g
+    )
+    return lp, nfe
 
 
 def dataset_nll(
@@ -129,16 +146,18 @@ def dataset_nll(
     seed: int = 0,
     dist: distributed.Dist | None = None,
     callback: Progress | None = None,
+    bound: str = "ode",
+    elbo_samples: int = 16,
 ) -> NLL:
-    """The NLL of every example of ``x`` by the probability-flow ODE (every process gets it all).
+    """The NLL of every example of ``x`` by the probability-flow ODE (every process gets it all),
+    or with ``bound="elbo"`` the upper bound on it from :func:`scoresde.core.likelihood.elbo`.
 
     Args:
         model: the score model (on the device of ``dist``, else its weights' device).
         x: the data in data units: uint8 images ``(N, C, H, W)`` or float vectors ``(N, D)``.
         data: the run's data section (images: ``scale`` and ``shift`` of model space).
         standardizer: the run's map of vectors to model units (its log-determinant is added).
-        divergence: ``exact``, ``gaussian`` or ``rademacher``; default: Rademacher for images,
-            exact otherwise.
+        divergence: ``exact``, ``gaussian``, ``rademacher`` (images: rademacher, else exact).
         repeats: evaluations per example (fresh dequantization noise and probes), averaged.
         batch_size: examples per ODE solve.
         rtol, atol, eps: the solver's tolerances and its last time.
@@ -146,9 +165,10 @@ def dataset_nll(
             from ``seed + r * n_batches + k``.
         dist: the process group (one process when None).
         callback: ``callback(done, total)`` after every batch, in examples (this process's).
+        bound: ``ode`` (the ODE) or ``elbo`` (``elbo_samples`` draws per example, no ODE solve).
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    check_int("repeats", repeats, 1)
+    lookup(dict.fromkeys(("ode", "elbo")), bound, "bound", callables=False)
     d = _world(model, dist)
     images = x.dtype == torch.uint8
     divergence = divergence or ("rademacher" if images else "exact")
@@ -160,10 +180,8 @@ def dataset_nll(
         for k in distributed.shard(len(batches), d):
             g = torch.Generator(device=d.device).manual_seed(seed + r * len(batches) + k)
             y = batches[k].to(device=d.device, dtype=torch.float32)
-            lp, _, nfe_k = log_likelihood(
-                model.sde, model.score_fn, y, divergence=divergence, rtol=rtol, atol=atol,
-                eps=eps, generator=g,
-            )  # fmt: skip
+            how = (divergence, rtol, atol, eps) if bound == "ode" else (elbo_samples, eps)
+            lp, nfe_k = _log_p(model, y, bound, how, g)
             logps.append(lp.double().cpu() + log_det)
             nfe, done = nfe + nfe_k, done + len(y)
             if callback is not None:
@@ -172,7 +190,7 @@ def dataset_nll(
         logp = distributed.gather_chunks(logps, [len(b) for b in batches], d, empty)
         nll -= logp / repeats  # per-example mean over the repeats
     nfe = int(distributed.all_reduce(torch.tensor(nfe), d, "sum"))
-    return NLL(nll, tuple(x.shape), repeats, divergence, nfe, data.scale if images else None)
+    return NLL(nll, tuple(x.shape), repeats, divergence, nfe, data.scale if images else None, bound)
 
 
 # ---- samples ----------------------------------------------------------------------------------
