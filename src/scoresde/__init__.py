@@ -10,6 +10,7 @@ from .control import (
     sample_conditional,
 )
 from .core.likelihood import bits_per_dim, elbo, log_likelihood
+from .core.metrics import fid, frechet_distance, kid, precision_recall
 from .core.mixture import GaussianMixture
 from .core.score import LABELS, PARAMETERIZATIONS, ScoreModel
 from .core.sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -51,6 +52,10 @@ __all__ = [
     "log_likelihood",
     "elbo",
     "bits_per_dim",
+    "fid",
+    "kid",
+    "frechet_distance",
+    "precision_recall",
     "dequantize",
     "load_images",
     "IMAGE_DATASETS",

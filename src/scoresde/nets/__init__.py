@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from .ddpm import DDPM, DDPMConfig
+from .features import FeatureNet
 from .mlp import MLP
 from .ncsnpp import NCSNpp, NCSNppConfig
 from .params import EMPTY, coerce, net_params
@@ -27,6 +28,7 @@ __all__ = [
     "DDPMConfig",
     "ScoreNet",
     "UNetTutorialConfig",
+    "FeatureNet",
 ]
 
 NETS: dict[str, type[nn.Module]] = {
