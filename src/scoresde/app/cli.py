@@ -1,7 +1,8 @@
 """The ``scoresde`` command line: each verb parses, builds, calls, prints. No mathematics here.
 
 Verbs: ``train``, ``sample``, ``likelihood``, ``demo``, ``plot``, ``convert``, ``info``, ``tune``,
-``control`` and ``train-classifier`` (in :mod:`.control`).
+``control`` and ``train-classifier`` (in :mod:`.control`), ``evaluate`` and ``features`` (in
+:mod:`.evaluate`).
 Sampling and likelihoods go through :mod:`scoresde.training.evaluate`; ``--sampler`` names an
 entry of :data:`scoresde.samplers.SAMPLERS`, and each sampler flag given reaches the sampler when
 it takes that option. A user error (bad name, missing file, corrupt checkpoint, config typo) ends
@@ -845,18 +846,20 @@ def build_parser() -> argparse.ArgumentParser:
         "for an image model; default: the run's test split",
     )
     lk.add_argument(
+        "--method",
         "--bound",
+        dest="bound",
         choices=("ode", "elbo"),
         default="ode",
         help="ode: the probability-flow likelihood; elbo: the SDE's evidence lower bound (an "
-        "upper bound on the NLL, no ODE solve)",
+        "upper bound on the NLL, no ODE solve); --bound is the same option",
     )
     lk.add_argument(
         "--elbo-samples",
         dest="elbo_samples",
         type=_int_at_least(1),
         default=16,
-        help="--bound elbo: Monte Carlo draws of (t, noise) per example, averaged",
+        help="--method elbo: Monte Carlo draws of (t, noise) per example, averaged",
     )
     lk.add_argument(
         "--divergence",
@@ -930,6 +933,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .control import add_parsers as add_control_parsers  # control, train-classifier
 
     add_control_parsers(sub, _progress, _add_common)
+    from .evaluate import add_parsers as add_evaluate_parsers  # evaluate, features
+
+    add_evaluate_parsers(sub, _progress, _add_common)
     return p
 
 

@@ -64,11 +64,18 @@ __all__ = [
     "check_run",
     "MAX_YAML_BYTES",
     "MAX_YAML_ALIASES",
+    "EVAL_METRICS",
+    "BPD_METHODS",
 ]
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 SDES: dict[str, type[SDE]] = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": SubVPSDE}
+
+# What scoresde.training.evaluate.evaluate computes: test bits/dim by the probability-flow ODE,
+# by the ELBO, and sample quality by a feature network (FID, KID, precision / recall).
+EVAL_METRICS = ("bpd", "elbo", "fid")
+BPD_METHODS = ("ode", "elbo")  # how the loop's periodic test bits/dim is computed
 
 
 class ConfigError(ValueError):
@@ -106,7 +113,11 @@ class TrainConfig:
     ``weighting`` ``"score"`` or ``"likelihood"`` (lambda = g^2); ``importance`` draws t
     uniformly in log-SNR with the matching weight (Song et al. 2021, "Maximum likelihood
     training"), the variance-reduced estimator of the likelihood-weighted loss. Image data:
-    every ``bpd_every`` steps the EMA model's bits/dim of the first ``bpd_n`` test images.
+    every ``bpd_every`` steps the EMA model's bits/dim of the first ``bpd_n`` test images, by
+    the probability-flow ODE (``bpd_method: ode``, ~1000 network calls per image batch) or the
+    ELBO's upper bound on it (``elbo``, a handful of calls). ``eval_metrics`` (names of
+    :data:`EVAL_METRICS`) runs :func:`scoresde.training.evaluate.evaluate` every ``eval_every``
+    steps and at the end (``eval_<step>.json``).
     """
 
     steps: int = 10000
@@ -125,6 +136,8 @@ class TrainConfig:
     sample_every: int = 0
     bpd_every: int = 0
     bpd_n: int = 100
+    bpd_method: str = "ode"  # the periodic test bits/dim: "ode" (exact NLL) or "elbo" (bound)
+    eval_metrics: list[str] = field(default_factory=list)  # evaluate() every eval_every steps
     seed: int = 0
     device: str = "cpu"
     tensorboard: bool | None = None  # None: on when installed; true: on (a note if not)
@@ -310,6 +323,9 @@ def _validate_train(tr: TrainConfig) -> None:
     _choice("train.weighting", tr.weighting, WEIGHTINGS)
     _choice("train.reduce", tr.reduce, REDUCTIONS)
     _choice("train.backend", tr.backend, _backends(), sort=False)
+    _choice("train.bpd_method", tr.bpd_method, BPD_METHODS, sort=False)
+    for m in tr.eval_metrics:
+        _choice("train.eval_metrics entry", m, EVAL_METRICS, sort=False)
     try:
         check_device_name(tr.device, "train.device")
     except ValueError as e:
@@ -543,7 +559,7 @@ def build_score_model(cfg: Config) -> ScoreModel:
 SAFE_ON_RESUME = frozenset(
     {"train.steps", "train.log_every", "train.eval_every", "train.ckpt_every",
      "train.sample_every", "train.bpd_every", "train.bpd_n", "train.tensorboard",
-     "train.backend", "data.data_dir"}
+     "train.backend", "data.data_dir", "train.bpd_method", "train.eval_metrics"}
 )  # fmt: skip
 
 

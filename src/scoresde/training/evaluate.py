@@ -1,5 +1,7 @@
 """Evaluation of a trained model, shared by the command line, the training loop, the demo and the
-benchmarks: a data set's NLL and bits/dim, samples drawn in chunks, the held-out DSM loss.
+benchmarks: a data set's NLL and bits/dim, samples drawn in chunks, the held-out DSM loss, and
+:func:`evaluate`, the one evaluation of a model (bits/dim by ODE and ELBO; FID, KID and
+precision / recall of samples beside their floor, the same metrics of as many test images).
 
 Work is split so that the numbers do not depend on the number of processes (``torchrun``): the
 data set is cut into batches (and the samples into chunks); batch ``k`` of repeat ``r`` takes its
@@ -14,8 +16,11 @@ Library code here never prints: progress goes through ``callback(done, total)``.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,9 +29,10 @@ from ..core.checks import check_int, lookup
 from ..core.likelihood import bits_per_dim, elbo, log_likelihood
 from ..core.losses import dsm_loss
 from ..core.score import ScoreModel
+from ..core.sde import SDE
 from ..data import DataConfig, Standardizer, images_to_model
 from . import distributed
-from .config import Config, SampleConfig, sampler_kwargs
+from .config import EVAL_METRICS, Config, SampleConfig, sampler_kwargs
 
 __all__ = [
     "EVAL_SEED",
@@ -37,6 +43,13 @@ __all__ = [
     "sample_model",
     "mean_test_loss",
     "mean_test_bpd",
+    "evaluate",
+    "steps_for_nfe",
+    "feature_net",
+    "tag_features",
+    "samples_to_images",
+    "FLOOR_NOTE",
+    "VECTOR_NOTE",
 ]
 
 EVAL_SEED, SAMPLE_SEED = 1, 2  # offsets from train.seed of the loop's evaluation / sample seeds
@@ -307,16 +320,283 @@ def mean_test_loss(model: ScoreModel, x: Tensor, cfg: Config, batch_size: int = 
     return total.item() / x.shape[0]
 
 
-def mean_test_bpd(model: ScoreModel, y: Tensor, cfg: Config, batch_size: int = 500) -> float:
-    """Mean bits/dim of dequantized test images ``y`` (model space) by the probability-flow ODE.
+LOOP_ELBO_SAMPLES = 16  # draws of (t, noise) per image of the loop's ELBO bits/dim
 
-    One Rademacher probe per image from one generator seeded ``train.seed + EVAL_SEED``, dopri5
-    at rtol = atol = 1e-5 from ``train.eps``, so successive evaluations differ only through the
-    model; bits/dim by :func:`scoresde.core.likelihood.bits_per_dim` with ``data.scale``.
+
+def mean_test_bpd(model: ScoreModel, y: Tensor, cfg: Config, batch_size: int = 500) -> float:
+    """Mean bits/dim of dequantized test images ``y`` (model space), by ``train.bpd_method``.
+
+    ``ode``: the probability-flow ODE, one Rademacher probe per image, dopri5 at rtol = atol =
+    1e-5 from ``train.eps``; ``elbo``: the ELBO's upper bound on it, :data:`LOOP_ELBO_SAMPLES`
+    draws per image (that many network calls per batch instead of the ODE's hundreds). Random
+    numbers from one generator seeded ``train.seed + EVAL_SEED``, so successive evaluations
+    differ only through the model; bits/dim by :func:`scoresde.core.likelihood.bits_per_dim`
+    with ``data.scale``.
     """
     g = torch.Generator(y.device).manual_seed(cfg.train.seed + EVAL_SEED)
-    logp = [
-        log_likelihood(model.sde, model.score_fn, chunk, eps=cfg.train.eps, generator=g)[0]
-        for chunk in y.split(batch_size)
-    ]
+    eps, sde, score = cfg.train.eps, model.sde, model.score_fn
+    if cfg.train.bpd_method == "elbo":
+        logp = [elbo(sde, score, c, LOOP_ELBO_SAMPLES, generator=g, eps=eps)[0]
+                for c in y.split(batch_size)]  # fmt: skip
+    else:
+        logp = [log_likelihood(sde, score, c, eps=eps, generator=g)[0] for c in y.split(batch_size)]
     return bits_per_dim(torch.cat(logp), y.shape, scale=cfg.data.scale).mean().item()
+
+
+# ---- one evaluation of a model: bits/dim by ODE and ELBO, FID / KID / precision-recall --------
+FLOOR_NOTE = (
+    "FID and KID of N images are biased upward, more so for small N: compare a score with its "
+    "floor, the same metrics of N held-out test images against the same training features"
+)
+VECTOR_NOTE = "FID, KID and precision/recall need images; this run's data are vectors"
+
+EvalCallback = Callable[[str, int, int], None]  # callback(part, done, total)
+_TABLE = dict.fromkeys(EVAL_METRICS)  # the metric names, for lookup's message
+
+
+def _part_progress(callback: EvalCallback | None, part: str) -> Progress | None:
+    """``callback(done, total)`` of one part, reported as ``callback(part, done, total)``."""
+    if callback is None:
+        return None
+    return lambda done, total: callback(part, done, total)
+
+
+def steps_for_nfe(
+    sde: SDE, sampler: str, nfe: int, shape: tuple[int, ...], options: dict | None = None
+) -> int:
+    """The largest ``steps`` whose run of ``sampler`` (with ``options``) makes at most ``nfe``
+    score evaluations, found by bisection on one sample with the score of N(0, I) (``-x``):
+    the count of a fixed-step sampler depends on its steps and options, not on the network."""
+    from ..samplers import sample, sampler_options
+
+    if "steps" not in sampler_options(sampler):
+        raise ValueError(f"sampler {sampler!r} takes no steps (it is adaptive): nfe cannot set it")
+    check_int("nfe", nfe, 1)
+    options = {k: v for k, v in (options or {}).items() if k != "steps"}
+
+    def count(steps: int) -> int | None:  # None: the sampler refuses so few steps
+        g = torch.Generator().manual_seed(0)
+        try:
+            _, k = sample(sde, lambda x, t: -x, (1, *shape), sampler, g, steps=steps, **options)
+        except ValueError:
+            return None
+        return int(k)
+
+    low, high = 1, nfe  # every sampler makes at least one evaluation a step
+    while low < high:  # refused step counts lie below the valid ones: bisect past them
+        mid = (low + high + 1) // 2
+        k = count(mid)
+        low, high = (mid, high) if k is None or k <= nfe else (low, mid - 1)
+    k = count(low)
+    if k is None or k > nfe:
+        raise ValueError(
+            f"sampler {sampler!r} cannot run within nfe={nfe} score evaluations with these "
+            "options (more nfe, another sampler, or a fixed-step method)"
+        )
+    if low > 1 and count(low // 2) == k:  # an adaptive method: its steps do not set its nfe
+        raise ValueError(f"sampler {sampler!r} with these options is adaptive: nfe cannot set it")
+    return low
+
+
+def _nll_part(model, cfg: Config, x: Tensor, standardizer, method: str, seed: int, kw: dict,
+              dist, callback) -> dict:  # fmt: skip
+    """Bits/dim (NLL for vectors) of ``x`` by ``method`` (``bpd``: the ODE, ``elbo``)."""
+    t0 = time.perf_counter()
+    bound = "elbo" if method == "elbo" else "ode"
+    nll = dataset_nll(
+        model, x, cfg.data, standardizer, seed=seed, dist=dist, bound=bound,
+        callback=_part_progress(callback, method), **kw,
+    )  # fmt: skip
+    out = {"method": bound, **nll.summary(), "seed": seed}
+    if bound == "elbo":
+        out["elbo_samples"] = kw.get("elbo_samples", 16)
+    return out | {"seconds": time.perf_counter() - t0}
+
+
+def _feature_scores(fake: Tensor, ref: Tensor, seed: int) -> dict:
+    """FID, KID (mean and standard error over subsets) and precision / recall of the features
+    ``fake`` against the reference features ``ref`` (KID subsets from ``seed``)."""
+    from ..core.metrics import fid, kid, precision_recall
+
+    g = torch.Generator().manual_seed(seed)
+    size = min(1000, len(fake), len(ref))
+    kid_mean, kid_se = kid(ref, fake, subsets=100, subset_size=size, generator=g)
+    precision, recall = precision_recall(ref, fake, k=3)
+    return {
+        "fid": float(fid(ref, fake)),
+        "kid": float(kid_mean),
+        "kid_se": float(kid_se),
+        "precision": float(precision),
+        "recall": float(recall),
+        "kid_subset_size": size,
+    }
+
+
+def samples_to_images(x: Tensor, data: DataConfig) -> Tensor:
+    """Samples in model units -> 8-bit images as values in [0, 1] (CPU, float32).
+
+    ``u = (x - shift) / scale`` clamped to [0, 1], then the pixel ``floor(256 u)`` (at most 255)
+    over 255: the samples take the values that real images read as ``x_uint8 / 255`` take, as
+    they would once saved as PNG files.
+    """
+    u = ((x.detach().cpu().float() - data.shift) / data.scale).clamp(0, 1)
+    return torch.floor(u * 256).clamp(max=255) / 255
+
+
+def feature_net(cfg: Config, features: Any) -> Any:
+    """``features``, else the run's feature network: for RGB images the FID Inception-v3 from
+    the user's weights under the data roots (:func:`scoresde.training.inception.load_inception`),
+    else the network trained for the run's data set
+    (:func:`scoresde.training.features.load_features`). A missing file: FileNotFoundError
+    saying how to get it."""
+    if features is not None:
+        return features
+    if cfg.data.shape and cfg.data.shape[0] == 3:
+        from .inception import load_inception
+
+        return load_inception(data_dir=cfg.data.data_dir)
+    from .features import features_path, load_features
+
+    net = load_features(dataset=cfg.data.name, data_dir=cfg.data.data_dir)
+    return tag_features(net, features_path(cfg.data.name, data_dir=cfg.data.data_dir))
+
+
+def tag_features(net: Any, path: str | Path) -> Any:
+    """``net`` with ``path`` and, from the JSON record beside the file, ``sha256``, ``dataset``
+    and ``seed`` set as attributes, so that an evaluation records which network scored it."""
+    import json
+
+    net.path = Path(path)
+    record = Path(path).with_suffix(".json")
+    if record.is_file():
+        meta = json.loads(record.read_text(encoding="utf-8"))
+        for key in ("sha256", "dataset", "seed"):
+            setattr(net, key, meta.get(key))
+    return net
+
+
+def _describe(net: Any) -> dict:
+    """What the JSON records of a feature network: its class and, when it has them, file, hash."""
+    out = {"network": type(net).__name__}
+    for key in ("path", "sha256", "dataset", "seed"):
+        value = getattr(net, key, None)
+        if value is not None:
+            out[key] = str(value) if key == "path" else value
+    return out
+
+
+def _fid_part(model, cfg: Config, x_test: Tensor, x_train: Tensor, how: dict, dist,
+              callback) -> tuple[dict, Tensor]:  # fmt: skip
+    """Sample quality (FID, KID, precision / recall) of ``how["n"]`` samples and the floor of
+    as many test images, both against the training images' features; returns the samples too."""
+    from .features import image_features
+
+    n, seed, seconds = how["n"], how["seed"], {}
+    t0 = time.perf_counter()
+    net = how["features"]
+    x, nfe = draw_samples(
+        model, tuple(cfg.data.shape), n, sampler=how["sampler"], chunk=how["chunk"], seed=seed,
+        dist=dist, callback=_part_progress(callback, "samples"), **how["options"],
+    )  # fmt: skip
+    seconds["sampling"], t1 = time.perf_counter() - t0, time.perf_counter()
+    images = samples_to_images(x, cfg.data)
+    ref = image_features(net, x_train.float() / 255)
+    fake = image_features(net, images)
+    real = image_features(net, x_test[:n].float() / 255)
+    seconds["features"], t2 = time.perf_counter() - t1, time.perf_counter()
+    score, floor = _feature_scores(fake, ref, seed), _feature_scores(real, ref, seed)
+    seconds["metrics"] = time.perf_counter() - t2
+    out = {
+        **score, "n": n, "seed": seed, "sampler": how["sampler"], "nfe": nfe,
+        "options": {k: v for k, v in how["options"].items() if k != "z"},
+        "floor": {**floor, "n": n, "seed": seed, "of": "test images against the training set"},
+        "n_train": len(x_train), "features": _describe(net), "note": FLOOR_NOTE,
+        "seconds": seconds | {"total": time.perf_counter() - t0},
+    }  # fmt: skip
+    return out, images
+
+
+# fmt: off
+def evaluate(
+    model: ScoreModel, cfg: Config, x_test: Tensor, *, x_train: Tensor | None = None,
+    standardizer: Standardizer | None = None, metrics: tuple[str, ...] | list[str] = EVAL_METRICS,
+    n: int | None = None, n_test: int | None = None, sampler: str = "pc",
+    steps: int | None = None, nfe: int | None = None, options: dict | None = None, seed: int = 0,
+    features: Any = None, elbo_samples: int = 16, rtol: float = 1e-5, atol: float = 1e-5,
+    chunk: int = 1000,
+    dist: distributed.Dist | None = None, callback: EvalCallback | None = None,
+    return_samples: bool = False,
+) -> dict:
+    # fmt: on
+    """One evaluation of a model, the same for the command line, the training loop and the
+    benchmarks: a JSON-ready dict with a part per metric, each recording its N and seed.
+
+    Parts (``metrics``, from :data:`~scoresde.training.config.EVAL_METRICS`): ``bpd``, the
+    test bits/dim by the probability-flow ODE, and ``elbo``, the ELBO's upper bound on it (mean,
+    standard error, median, n, nfe, seconds; NLL in nats for vector data), on the first
+    ``n_test`` test examples (default: all); ``fid``, for images only, FID, KID (mean and
+    standard error) and precision / recall (k = 3) of ``n`` samples of ``sampler`` against the
+    training images' features, with their ``floor``: the same metrics of the first ``n`` test
+    images against the same features (FID at N is biased in N, so both use the same N; default
+    N: the test images, at most 1000).
+
+    Args:
+        model, cfg: the score model (on the device of ``dist``, else its weights'), its config.
+        x_test, x_train: data units (uint8 images or vectors); ``fid`` needs ``x_train``.
+        standardizer: the run's map of vectors to model units.
+        sampler, steps, nfe, options: the sampler, its steps (or the most steps within ``nfe``
+            evaluations, :func:`steps_for_nfe`) and its other options.
+        rtol, atol: the tolerances of the ODE's dopri5 (``bpd``).
+        seed: of the dequantization, the Hutchinson probes, the ELBO's draws, the samples
+            (sample i from stream i, :func:`draw_samples`) and the KID subsets.
+        features: an object with ``features(x01)`` (a feature network, Inception); default the
+            one trained for the run's data set.
+        callback: ``callback(part, done, total)`` as each part advances.
+        return_samples: add ``"samples"``: the ``n`` samples as images in [0, 1] (CPU).
+    """
+    metrics = [m for m in metrics if lookup(_TABLE, m, "metric", callables=False) is None]
+    if steps is not None and nfe is not None:
+        raise ValueError("give steps or nfe, not both")
+    t0, images = time.perf_counter(), x_test.dtype == torch.uint8
+    x = x_test if n_test is None else x_test[: check_int("n_test", n_test, 1)]
+    result: dict = {"metrics": metrics, "seed": seed, "data": cfg.data.name,
+                    "shape": list(x_test.shape[1:]), "notes": []}  # fmt: skip
+    how = None
+    if "fid" in metrics and images:  # checked, and the feature network loaded, before any work
+        how = _sampling(model, cfg, x_test, x_train, sampler, steps, nfe, options, n)
+        how |= {"seed": seed, "features": feature_net(cfg, features), "chunk": chunk}
+    kw = {"elbo_samples": elbo_samples, "batch_size": 500, "rtol": rtol, "atol": atol}
+    for m in (m for m in ("bpd", "elbo") if m in metrics):
+        result[m] = _nll_part(model, cfg, x, standardizer, m, seed, kw, dist, callback)
+    if "fid" in metrics and not images:
+        result["notes"].append(f"{VECTOR_NOTE} of shape {list(x_test.shape[1:])}: fid skipped")
+    elif how is not None:
+        result["fid"], samples = _fid_part(model, cfg, x_test, x_train, how, dist, callback)
+        result["notes"].append(FLOOR_NOTE)
+        if return_samples:
+            result["samples"] = samples
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def _sampling(model, cfg, x_test, x_train, sampler, steps, nfe, options, n) -> dict:
+    """The checked sampling of the ``fid`` part: ``{"n", "sampler", "options"}``."""
+    from ..samplers import SAMPLERS, sampler_options
+
+    lookup(SAMPLERS, sampler, "sampler", callables=False)
+    if x_train is None or x_train.dtype != torch.uint8:
+        raise ValueError("fid needs the training images (uint8) as x_train")
+    n = min(1000, len(x_test)) if n is None else check_int("n", n, 1)
+    if n > len(x_test):
+        raise ValueError(
+            f"n={n} samples but the test split holds {len(x_test)} images; the floor (test "
+            f"images against the training set at the same N) needs n <= {len(x_test)}"
+        )
+    options = dict(options or {})
+    if nfe is not None:
+        steps = steps_for_nfe(model.sde, sampler, nfe, tuple(cfg.data.shape), options)
+    if steps is not None:
+        if "steps" not in sampler_options(sampler):
+            raise ValueError(f"sampler {sampler!r} takes no steps (it is adaptive)")
+        options["steps"] = steps
+    return {"n": n, "sampler": sampler, "options": options}

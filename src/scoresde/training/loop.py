@@ -11,9 +11,13 @@ Files in ``workdir``:
   at a stop (``max_steps``, ``max_seconds``) and on SIGINT / SIGTERM;
 - ``config.yaml``: the resolved config (data shape and model dimension filled in);
 - ``.lock``: held (``flock``) by the training process; the OS releases it when the process ends;
-- ``metrics.csv``: ``step, train_loss, test_loss, test_bpd, lr, time`` (per-example mean losses
-  of the online model on training batches, of the EMA model on the whole test split; image runs
-  with ``train.bpd_every``: the EMA model's bits/dim of the first ``train.bpd_n`` test images);
+- ``metrics.csv``: ``step, train_loss, test_loss, test_bpd, lr, time, bpd_method`` (per-example
+  mean losses of the online model on training batches, of the EMA model on the whole test split;
+  image runs with ``train.bpd_every``: the EMA model's bits/dim of the first ``train.bpd_n`` test
+  images, by ``bpd_method`` ``ode`` or ``elbo``, from ``train.bpd_method``);
+- ``eval_<step>.json``: with ``train.eval_metrics``, :func:`~.evaluate.evaluate` of the EMA
+  model at every ``train.eval_every`` steps and at the end (the run's data read again by its
+  config, ``sample.*`` sampling, ``train.bpd_n`` test examples);
 - ``curves.png``: those curves, redrawn at every evaluation (``scoresde plot`` redraws them);
 - ``density.npz``: 1-D and 2-D data: the EMA model's probability-flow density on a small grid at
   every evaluation (:mod:`.density`; ``scoresde plot --what animation`` draws it);
@@ -84,17 +88,25 @@ from .config import (
     dump_yaml,
     preflight,
     resume_config,
+    sampler_kwargs,
     with_data_shape,
 )
 from .density import SNAPSHOT, snapshot_density
 from .ema import EMA
-from .evaluate import EVAL_SEED, SAMPLE_SEED, mean_test_bpd, mean_test_loss, sample_model
+from .evaluate import (
+    EVAL_SEED,
+    SAMPLE_SEED,
+    evaluate,
+    mean_test_bpd,
+    mean_test_loss,
+    sample_model,
+)
 from .workdir import WorkdirLock, claim, clear_run, remove_stale_temporaries, writing
 
 __all__ = ["train", "setup", "save", "Run", "TrainingError", "Interrupted", "lr_at", "METRICS"]
 
 Data = tuple[Tensor, Tensor, Standardizer | None]  # (train, test, standardizer), data units
-METRICS = ("step", "train_loss", "test_loss", "test_bpd", "lr", "time")
+METRICS = ("step", "train_loss", "test_loss", "test_bpd", "lr", "time", "bpd_method")
 
 
 class TrainingError(ValueError):
@@ -347,6 +359,10 @@ def _build(
     d = distributed.init(cfg.train.backend, cfg.train.device)
     cfg, train_x, test_x, standardizer = _load_data(cfg, data, d.device)
     preflight(cfg)
+    if "fid" in cfg.train.eval_metrics and train_x.dtype == torch.uint8 and d.is_main:
+        from .evaluate import feature_net
+
+        feature_net(cfg, None)  # a missing feature network: refused before the first step
 
     tc = cfg.train
     torch.manual_seed(tc.seed)
@@ -468,7 +484,33 @@ def _evaluate(run: Run, step: int, done: bool) -> dict:
         out["test_loss"] = mean_test_loss(run.ema_model, run.test_x, run.cfg)
     if bpd:
         out["test_bpd"] = mean_test_bpd(run.ema_model, run.test_x[: run.cfg.train.bpd_n], run.cfg)
+        out["bpd_method"] = run.cfg.train.bpd_method
+    if loss and run.cfg.train.eval_metrics:
+        out |= _eval_metrics(run, step)
     return out
+
+
+def _eval_metrics(run: Run, step: int) -> dict:
+    """``train.eval_metrics`` by :func:`~.evaluate.evaluate` (the EMA model, ``sample.*``
+    sampling, ``train.bpd_n`` test examples, the evaluation seed) into ``eval_<step>.json``;
+    returns the headline values (``eval_bpd``, ``eval_elbo``: bits/dim of images;
+    ``eval_bpd_nll``, ``eval_elbo_nll``: the NLL in nats; ``eval_fid``)."""
+    import json
+
+    cfg = run.cfg
+    train_raw, test_raw, _ = load_data(cfg.data)  # data units (uint8 images), as evaluate takes
+    result = evaluate(
+        run.ema_model, cfg, test_raw, x_train=train_raw, standardizer=run.standardizer,
+        metrics=cfg.train.eval_metrics, n=min(cfg.sample.n, len(test_raw)),
+        n_test=cfg.train.bpd_n, sampler=cfg.sample.sampler, options=sampler_kwargs(cfg.sample),
+        seed=cfg.train.seed + EVAL_SEED, dist=distributed.Dist(device=run.d.device),
+    )  # fmt: skip
+    path = run.workdir / f"eval_{step}.json"
+    with writing(path, _note(run)):
+        write_text_atomic(path, json.dumps({"step": step, **result}, indent=2) + "\n")
+    out = {f"eval_{m}": result[m]["bpd"] for m in ("bpd", "elbo") if "bpd" in result.get(m, {})}
+    out |= {f"eval_{m}_nll": result[m]["nll"] for m in ("bpd", "elbo") if m in result}
+    return out | ({"eval_fid": result["fid"]["fid"]} if "fid" in result else {})
 
 
 def _log(run: Run, metrics: dict) -> None:
