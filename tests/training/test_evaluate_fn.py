@@ -193,3 +193,20 @@ def test_the_loop_evaluates_train_eval_metrics(tmp_path):
         assert r["step"] == step and r["metrics"] == ["elbo"] and r["elbo"]["n"] == 4
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[0].endswith("bpd_method") and rows[-1].endswith(",elbo")
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")
+def test_precomputed_reference_features_replace_those_of_x_train(setting, result):
+    _, _, x_train, x_test, net = setting
+    own = _run(setting, metrics=("fid",), reference=image_features(net, x_train.float() / 255))
+    keys = ("fid", "kid", "kid_se", "precision", "recall")
+    for part in ("fid", "floor"):  # the same numbers as with the features computed inside
+        got, want = (r["fid"] if part == "fid" else r["fid"]["floor"] for r in (own, result))
+        assert [got[k] for k in keys] == [want[k] for k in keys]
+    mirrored = image_features(net, x_train.flip(-1).float() / 255)  # another reference set
+    other = _run(setting, metrics=("fid",), reference=mirrored)["fid"]
+    real = image_features(net, x_test[:N].float() / 255)
+    assert other["floor"]["fid"] == pytest.approx(_fid_closed_form(mirrored, real), rel=1e-6)
+    assert other["floor"]["fid"] != pytest.approx(result["fid"]["floor"]["fid"], rel=1e-3)
+    with pytest.raises(ValueError, match="reference must be the features"):
+        _run(setting, metrics=("fid",), reference=mirrored[:-1])

@@ -492,15 +492,19 @@ def _fid_part(model, cfg: Config, x_test: Tensor, x_train: Tensor, how: dict, di
     from .features import image_features
 
     n, seed, seconds = how["n"], how["seed"], {}
-    t0 = time.perf_counter()
-    net = how["features"]
+    t0, net, ref = time.perf_counter(), how["features"], how.get("reference")
+    if ref is not None and (ref.ndim != 2 or len(ref) != len(x_train)):
+        raise ValueError(
+            f"reference must be the features (n_train, F) of the {len(x_train)} training "
+            f"images, got shape {tuple(ref.shape)}"
+        )
     x, nfe = draw_samples(
         model, tuple(cfg.data.shape), n, sampler=how["sampler"], chunk=how["chunk"], seed=seed,
         dist=dist, callback=_part_progress(callback, "samples"), **how["options"],
     )  # fmt: skip
     seconds["sampling"], t1 = time.perf_counter() - t0, time.perf_counter()
     images = samples_to_images(x, cfg.data)
-    ref = image_features(net, x_train.float() / 255)
+    ref = image_features(net, x_train.float() / 255) if ref is None else ref.double().cpu()
     fake = image_features(net, images)
     real = image_features(net, x_test[:n].float() / 255)
     seconds["features"], t2 = time.perf_counter() - t1, time.perf_counter()
@@ -523,9 +527,8 @@ def evaluate(
     n: int | None = None, n_test: int | None = None, sampler: str = "pc",
     steps: int | None = None, nfe: int | None = None, options: dict | None = None, seed: int = 0,
     features: Any = None, elbo_samples: int = 16, rtol: float = 1e-5, atol: float = 1e-5,
-    chunk: int = 1000,
-    dist: distributed.Dist | None = None, callback: EvalCallback | None = None,
-    return_samples: bool = False,
+    chunk: int = 1000, dist: distributed.Dist | None = None, callback: EvalCallback | None = None,
+    return_samples: bool = False, reference: Tensor | None = None,
 ) -> dict:
     # fmt: on
     """One evaluation of a model, the same for the command line, the training loop and the
@@ -549,8 +552,8 @@ def evaluate(
         rtol, atol: the tolerances of the ODE's dopri5 (``bpd``).
         seed: of the dequantization, the Hutchinson probes, the ELBO's draws, the samples
             (sample i from stream i, :func:`draw_samples`) and the KID subsets.
-        features: an object with ``features(x01)`` (a feature network, Inception); default the
-            one trained for the run's data set.
+        features: an object with ``features(x01)`` (a feature network, Inception; default the
+            run's own); ``reference``: its features of ``x_train``, if already computed.
         callback: ``callback(part, done, total)`` as each part advances.
         return_samples: add ``"samples"``: the ``n`` samples as images in [0, 1] (CPU).
     """
@@ -565,6 +568,7 @@ def evaluate(
     if "fid" in metrics and images:  # checked, and the feature network loaded, before any work
         how = _sampling(model, cfg, x_test, x_train, sampler, steps, nfe, options, n)
         how |= {"seed": seed, "features": feature_net(cfg, features), "chunk": chunk}
+        how["reference"] = reference
     kw = {"elbo_samples": elbo_samples, "batch_size": 500, "rtol": rtol, "atol": atol}
     for m in (m for m in ("bpd", "elbo") if m in metrics):
         result[m] = _nll_part(model, cfg, x, standardizer, m, seed, kw, dist, callback)
