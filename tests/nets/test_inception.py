@@ -25,15 +25,6 @@ from scoresde.training.inception import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: the CPU is shared, where a second thread slows convolutions down."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randomized(seed: int) -> InceptionFeatures:
     """A network with random weights and random (mild) batch-norm statistics, in eval mode.
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import os
 import sys
 import time
@@ -25,6 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .argtypes import int_at_least as _int_at_least
+from .argtypes import real as _real
+from .argtypes import seed as _seed
 
 __all__ = ["main", "build_parser"]
 
@@ -630,56 +633,6 @@ class _Parser(argparse.ArgumentParser):
             lookup(dict.fromkeys(action.choices), value, what.replace("_", " "), callables=False)
         except ValueError as e:
             raise argparse.ArgumentError(action, str(e)) from None
-
-
-def _int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type``: a whole number ``>= low``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {_short(text)}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
-def _real(low: float, strict: bool = False) -> Callable[[str], float]:
-    """An argparse ``type``: a finite number ``>= low`` (``> low`` with ``strict``)."""
-    need = f"{'>' if strict else '>='} {low:g}"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value < low or (strict and value == low):
-            raise argparse.ArgumentTypeError(f"must be a number {need}, got {_short(text)}")
-        return value
-
-    parse.__name__ = f"number {need}"
-    return parse
-
-
-def _seed(text: str) -> int:
-    """An argparse ``type``: a seed, a whole number in [0, 2**63)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {_short(text)}")
-    return value
-
-
-def _short(text: str) -> str:
-    from ..core.checks import short
-
-    return short(text)
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):

@@ -21,6 +21,10 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from .argtypes import int_at_least, seed
+
+_POSITIVE = int_at_least(1)
+
 __all__ = ["add_parsers", "cmd_evaluate", "cmd_features_train", "format_table"]
 
 PARTS = {"bpd": "test bits/dim (ODE)", "elbo": "test bits/dim (ELBO)", "samples": "samples"}
@@ -221,23 +225,23 @@ def add_parsers(sub, progress: Callable, add_common: Callable) -> None:
     arg("--sampler", choices=list(SAMPLERS), metavar="NAME",
         help=f"sampler of the FID samples: {', '.join(SAMPLERS)} (default: the run's sample "
         "section, sampler and options)")  # fmt: skip
-    arg("--steps", type=_positive, metavar="K", help="sampler steps (default: the sampler's own)")
-    arg("--nfe", type=_positive, metavar="K", help="instead of --steps: the most steps within K "
+    arg("--steps", type=_POSITIVE, metavar="K", help="sampler steps (default: the sampler's own)")
+    arg("--nfe", type=_POSITIVE, metavar="K", help="instead of --steps: the most steps within K "
         "score evaluations (fixed-step samplers; default: none)")  # fmt: skip
     arg("--eps", type=float, help="last time of sampling (default: the paper's)")
-    arg("--n", type=_positive, metavar="N", help="samples for FID, and as many test images for "
+    arg("--n", type=_POSITIVE, metavar="N", help="samples for FID, and as many test images for "
         "its floor (default: the test images, at most 1000)")  # fmt: skip
-    arg("--n-test", dest="n_test", type=_positive, metavar="M",
+    arg("--n-test", dest="n_test", type=_POSITIVE, metavar="M",
         help="test examples of the bits/dim (default: all)")  # fmt: skip
     arg("--metrics", type=_metrics, default=("bpd", "elbo", "fid"), metavar="LIST",
         help="comma-separated: bpd (ODE), elbo, fid (with KID and precision / recall; images "
         "only) (default: bpd,elbo,fid)")  # fmt: skip
-    arg("--elbo-samples", dest="elbo_samples", type=_positive, default=16, metavar="K",
+    arg("--elbo-samples", dest="elbo_samples", type=_POSITIVE, default=16, metavar="K",
         help="ELBO draws of (t, noise) per example")  # fmt: skip
     arg("--rtol", type=float, default=1e-5, help="bpd: relative tolerance of the ODE's dopri5")
     arg("--atol", type=float, default=1e-5, help="bpd: absolute tolerance of the ODE's dopri5")
-    arg("--chunk", type=_positive, default=1000, metavar="N", help="samples per sampler call")
-    arg("--seed", type=_seed, default=0, metavar="S", help="seed of every part (dequantization, "
+    arg("--chunk", type=_POSITIVE, default=1000, metavar="N", help="samples per sampler call")
+    arg("--seed", type=seed, default=0, metavar="S", help="seed of every part (dequantization, "
         "probes, ELBO draws, samples, KID subsets)")  # fmt: skip
     arg("--features", metavar="FILE", help="feature network file from `scoresde features "
         "train` (default: the one for the run's data set)")  # fmt: skip
@@ -267,38 +271,10 @@ def _add_features(sub, progress: Callable, add_common: Callable) -> None:
     t = actions.add_parser("train", help="train the feature network of a data set")
     arg = t.add_argument
     arg("--data", required=True, choices=("mnist", "fashion_mnist", "digits"), help="the data set")
-    arg("--seed", type=_seed, default=0, help="seed of the training")
-    arg("--steps", type=_positive, metavar="K", help="training steps (default: the data set's)")
+    arg("--seed", type=seed, default=0, help="seed of the training")
+    arg("--steps", type=_POSITIVE, metavar="K", help="training steps (default: the data set's)")
     arg("--data-dir", dest="data_dir", metavar="DIR",
         help="where the data live and the file goes (default: the data roots)")  # fmt: skip
     arg("--out", metavar="FILE", help="file to write (default: the data set's features path)")
     add_common(t, device=None)
     t.set_defaults(func=partial(cmd_features_train, progress=progress))
-
-
-def _positive(text: str) -> int:
-    """An argparse ``type``: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
-
-
-_positive.__name__ = "integer >= 1"
-
-
-def _seed(text: str) -> int:
-    """An argparse ``type``: a seed, a whole number in [0, 2**63)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {text!r}")
-    return value
-
-
-_seed.__name__ = "seed"
