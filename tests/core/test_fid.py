@@ -283,3 +283,17 @@ def test_precision_recall_rejects_bad_input():
         precision_recall(x, x, k=0)
     with pytest.raises(ValueError, match="same feature size"):
         precision_recall(x, torch.randn(10, 2))
+
+
+def test_precision_recall_takes_the_real_radii_computed_once():
+    # the by-hand set of test_precision_recall_by_hand: radii to the 1st nearest other point
+    real = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    fake = torch.tensor([[0.5], [2.5], [11.5], [12.0]])
+    radii = metrics.knn_radii(real, 1)
+    assert radii.tolist() == [1.0, 1.0, 2.0, 4.0]
+    assert precision_recall(real, fake, k=1, real_radii=radii) == precision_recall(real, fake, 1)
+    # radii that cover nothing of the fake set drop the precision, not the recall
+    p, r = precision_recall(real, fake, k=1, real_radii=torch.zeros(4))
+    assert (float(p), float(r)) == (0.0, 0.75)
+    with pytest.raises(ValueError, match=r"real_radii must be shaped \(4,\)"):
+        precision_recall(real, fake, k=1, real_radii=torch.ones(3))

@@ -22,6 +22,7 @@ __all__ = [
     "energy_distance",
     "sliced_wasserstein",
     "feature_stats",
+    "knn_radii",
     "frechet_distance",
     "fid",
     "kid",
@@ -233,7 +234,22 @@ def _covered(query: Tensor, ref: Tensor, radii: Tensor) -> Tensor:
     return torch.cat([(torch.cdist(query[i : i + step], ref) <= radii).any(dim=1) for i in blocks])
 
 
-def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[Tensor, Tensor]:
+def knn_radii(x: Tensor, k: int = 3) -> Tensor:
+    """Distance of each row of the features ``x`` ``(n, F)`` to its ``k``-th nearest other row,
+    float64 ``(n,)``: the radii of the manifold balls of :func:`precision_recall`. Compute it
+    once for a reference set scored against several others and pass it as ``real_radii``."""
+    _check_k(k)
+    return _knn_radii(_features(x, "x", min_rows=k + 1), k)
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"precision_recall k must be a positive integer, got {k!r}")
+
+
+def precision_recall(
+    real: Tensor, fake: Tensor, k: int = 3, real_radii: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Improved precision and recall of ``fake`` against ``real`` (Kynkäänniemi et al. 2019).
 
     Each set's manifold is the union of balls around its points, of radius the distance to the
@@ -241,12 +257,18 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[Tensor, Te
     inside the real manifold (quality), recall the fraction of ``real`` inside the fake manifold
     (coverage). Distances are computed in blocks of at most 2^24 entries, so sets of 10,000 x
     10,000 and beyond fit in memory. Returns two 0-d float64 tensors in [0, 1]; each set needs
-    more than ``k`` rows.
+    more than ``k`` rows. ``real_radii``: :func:`knn_radii` of ``real`` with the same ``k``,
+    if already computed (the k-NN search of a large reference set is the costly part).
     """
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"precision_recall k must be a positive integer, got {k!r}")
+    _check_k(k)
     real, fake = _pair(real, fake, ("real", "fake"), min_rows=k + 1)
-    r_real, r_fake = _knn_radii(real, k), _knn_radii(fake, k)
+    if real_radii is None:
+        r_real = _knn_radii(real, k)
+    elif tuple(real_radii.shape) != (len(real),):
+        raise ValueError(f"real_radii must be shaped ({len(real)},), got {tuple(real_radii.shape)}")
+    else:
+        r_real = real_radii.to(real)
+    r_fake = _knn_radii(fake, k)
     precision = _covered(fake, real, r_real).double().mean()
     recall = _covered(real, fake, r_fake).double().mean()
     return precision, recall

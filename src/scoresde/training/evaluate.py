@@ -413,15 +413,16 @@ def _nll_part(model, cfg: Config, x: Tensor, standardizer, method: str, seed: in
     return out | {"seconds": time.perf_counter() - t0}
 
 
-def _feature_scores(fake: Tensor, ref: Tensor, seed: int) -> dict:
+def _feature_scores(fake: Tensor, ref: Tensor, seed: int, radii: Tensor) -> dict:
     """FID, KID (mean and standard error over subsets) and precision / recall of the features
-    ``fake`` against the reference features ``ref`` (KID subsets from ``seed``)."""
+    ``fake`` against the reference features ``ref`` (KID subsets from ``seed``; ``radii``: the
+    k = 3 nearest-neighbour radii of ``ref``)."""
     from ..core.metrics import fid, kid, precision_recall
 
     g = torch.Generator().manual_seed(seed)
     size = min(1000, len(fake), len(ref))
     kid_mean, kid_se = kid(ref, fake, subsets=100, subset_size=size, generator=g)
-    precision, recall = precision_recall(ref, fake, k=3)
+    precision, recall = precision_recall(ref, fake, k=3, real_radii=radii)
     return {
         "fid": float(fid(ref, fake)),
         "kid": float(kid_mean),
@@ -489,6 +490,7 @@ def _fid_part(model, cfg: Config, x_test: Tensor, x_train: Tensor, how: dict, di
               callback) -> tuple[dict, Tensor]:  # fmt: skip
     """Sample quality (FID, KID, precision / recall) of ``how["n"]`` samples and the floor of
     as many test images, both against the training images' features; returns the samples too."""
+    from ..core.metrics import knn_radii
     from .features import image_features
 
     n, seed, seconds = how["n"], how["seed"], {}
@@ -508,7 +510,8 @@ def _fid_part(model, cfg: Config, x_test: Tensor, x_train: Tensor, how: dict, di
     fake = image_features(net, images)
     real = image_features(net, x_test[:n].float() / 255)
     seconds["features"], t2 = time.perf_counter() - t1, time.perf_counter()
-    score, floor = _feature_scores(fake, ref, seed), _feature_scores(real, ref, seed)
+    radii = knn_radii(ref, 3)  # the reference's k-NN search, once for score and floor
+    score, floor = _feature_scores(fake, ref, seed, radii), _feature_scores(real, ref, seed, radii)
     seconds["metrics"] = time.perf_counter() - t2
     out = {
         **score, "n": n, "seed": seed, "sampler": how["sampler"], "nfe": nfe,
