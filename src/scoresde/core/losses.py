@@ -6,8 +6,18 @@ and the per-example loss is
     l(x0, t, z) = lambda(t) || s_theta(x_t, t) + z / sigma(t) ||^2      (summed over dimensions),
 
 whose expectation over t ~ U(eps, T), x0 and z is minimised by the exact score of p_t. Weightings
-(``WEIGHTINGS``): ``"score"`` lambda = sigma^2 (the paper's default) and ``"likelihood"``
-lambda = g^2 (Song et al. 2021b, "Maximum likelihood training of score-based diffusion models").
+(``WEIGHTINGS``): ``"score"`` lambda = sigma^2 (the paper's default), ``"likelihood"``
+lambda = g^2 (Song et al. 2021b, "Maximum likelihood training of score-based diffusion models")
+and ``"edm"``, EDM's weight (Karras et al. 2022, Eq. 8 and Table 1)
+lambda_D = (sigma^^2 + sigma_d^2) / (sigma^ sigma_d)^2 on the denoiser error ||D - x0||^2, with
+sigma^ = sigma / alpha and sigma_d = ``score.SIGMA_DATA``. By Tweedie, D = (x_t + sigma^2 s) / alpha
+and x0 = (x_t - sigma z) / alpha, so D - x0 = (sigma^2 / alpha) (s + z / sigma) and
+
+    lambda_D ||D - x0||^2 = lambda_D sigma^4 / alpha^2 ||s + z/sigma||^2,
+    lambda = lambda_D sigma^^2 sigma^2 = sigma^2 (sigma^^2 + sigma_d^2) / sigma_d^2.
+
+With the ``edm`` parameterization this is ||F - F_target||^2, the unit-weight regression of
+EDM (lambda_D c_out^2 = 1).
 
 Importance sampling of t: with ``importance=True``, t is drawn from q(t) proportional to
 g(t)^2 / sigma(t)^2 and each loss is reweighted by lambda(t) / ((T - eps) q(t)), an unbiased
@@ -15,6 +25,16 @@ estimate of the same uniform-in-t expectation with less variance for the likelih
 For every linear SDE here, d log_snr / dt = -g^2 / (2 sigma^2) (from d sigma^2/dt = 2 f sigma^2 +
 g^2), so q is the uniform density in the half log-SNR ``sde.log_snr``, and t is
 ``sde.t_of_log_snr`` of a uniform draw.
+
+How t is drawn (``T_SAMPLING``): ``"uniform"`` is U(eps, T), or q(t) above with ``importance``;
+``"log_normal"`` is EDM's training distribution of noise levels, ln sigma^ ~ N(P_mean, P_std^2)
+with :data:`EDM_P_MEAN` = -1.2, :data:`EDM_P_STD` = 1.2, mapped to t by ``sde.t_of_log_snr``
+(the half log-SNR is -ln sigma^) and clipped to [eps, T]. It carries no importance weight: the
+loss is then EDM's expectation over that distribution, a different objective from the
+uniform-in-t one, minimised by the same exact score. The clip puts the draws beyond the SDE's
+range at eps and T; for the paper's SDEs with eps = 1e-5 that is 0.23% of them at eps for VE
+(sigma^(eps) = 0.01), 1.5e-6 for VP, none for sub-VP (sigma^(eps) = 1e-6), and 1e-5 or fewer
+at T (measured on 2e6 draws).
 
 Losses are per example, ``(B,)``; the trainer reduces them over the batch with :func:`reduce`.
 """
@@ -27,9 +47,22 @@ import torch
 from torch import Tensor
 
 from .checks import check_eps, check_score_output, lookup
+from .score import SIGMA_DATA, edm_sigma
 from .sde import SDE, bcast
 
-__all__ = ["WEIGHTINGS", "REDUCTIONS", "dsm_loss", "sample_t", "importance_weight", "reduce"]
+__all__ = [
+    "WEIGHTINGS",
+    "REDUCTIONS",
+    "T_SAMPLING",
+    "EDM_P_MEAN",
+    "EDM_P_STD",
+    "dsm_loss",
+    "sample_t",
+    "importance_weight",
+    "reduce",
+]
+
+EDM_P_MEAN, EDM_P_STD = -1.2, 1.2  # EDM's ln sigma^ ~ N(P_mean, P_std^2) (Karras et al., Table 1)
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -42,9 +75,15 @@ def _lambda_likelihood(sde: SDE, t: Tensor) -> Tensor:
     return sde.g(t) ** 2
 
 
+def _lambda_edm(sde: SDE, t: Tensor) -> Tensor:
+    # EDM's lambda_D times (sigma^2 / alpha)^2 (module docstring)
+    return sde.sigma(t) ** 2 * (1 + (edm_sigma(sde, t) / SIGMA_DATA) ** 2)
+
+
 WEIGHTINGS: dict[str, Callable[[SDE, Tensor], Tensor]] = {
     "score": _lambda_score,
     "likelihood": _lambda_likelihood,
+    "edm": _lambda_edm,
 }
 
 REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {"mean": torch.mean, "sum": torch.sum}
@@ -57,6 +96,57 @@ def _log_snr_range(sde: SDE, eps: float, like: Tensor) -> tuple[Tensor, Tensor]:
     return lam[0], lam[1]
 
 
+# (sde, n, eps, importance, generator, device, dtype) -> t (n,)
+TimeDraw = Callable[..., Tensor]
+
+
+def _t_uniform(
+    sde: SDE,
+    n: int,
+    eps: float,
+    importance: bool,
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> Tensor:
+    """U(eps, T), or q(t) ~ g^2/sigma^2 (uniform in the half log-SNR) if ``importance``."""
+    u = torch.rand(n, generator=generator, device=device, dtype=dtype)
+    if not importance:
+        return eps + (sde.T - eps) * u
+    lam_eps, lam_T = _log_snr_range(sde, eps, u)
+    return sde.t_of_log_snr(lam_T + (lam_eps - lam_T) * u).clamp(eps, sde.T)
+
+
+def _t_log_normal(
+    sde: SDE,
+    n: int,
+    eps: float,
+    importance: bool,
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> Tensor:
+    """EDM's ln sigma^ ~ N(P_mean, P_std^2) as t in [eps, T] (the half log-SNR is -ln sigma^)."""
+    log_sigma_hat = EDM_P_MEAN + EDM_P_STD * torch.randn(
+        n, generator=generator, device=device, dtype=dtype
+    )
+    return sde.t_of_log_snr(-log_sigma_hat).clamp(eps, sde.T)
+
+
+T_SAMPLING: dict[str, TimeDraw] = {"uniform": _t_uniform, "log_normal": _t_log_normal}
+
+
+def _time_draw(t_sampling: str, importance: bool) -> TimeDraw:
+    """``T_SAMPLING[t_sampling]``; importance sampling only reweights the uniform draw."""
+    draw = lookup(T_SAMPLING, t_sampling, "t sampling", callables=False, sort=True)
+    if importance and t_sampling != "uniform":
+        raise ValueError(
+            f"importance sampling draws t from q(t) ~ g^2/sigma^2; it cannot be combined with "
+            f"t_sampling={t_sampling!r} (use t_sampling='uniform' or importance=False)"
+        )
+    return draw
+
+
 def sample_t(
     sde: SDE,
     n: int,
@@ -65,14 +155,12 @@ def sample_t(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    t_sampling: str = "uniform",
 ) -> Tensor:
-    """Draw ``n`` times from U(eps, T), or from q(t) ~ g^2/sigma^2 if ``importance``."""
+    """Draw ``n`` times from U(eps, T), from q(t) ~ g^2/sigma^2 if ``importance``, or from EDM's
+    log-normal noise levels if ``t_sampling="log_normal"`` (module docstring)."""
     eps = check_eps(sde, eps, default=False)
-    u = torch.rand(n, generator=generator, device=device, dtype=dtype)
-    if not importance:
-        return eps + (sde.T - eps) * u
-    lam_eps, lam_T = _log_snr_range(sde, eps, u)
-    return sde.t_of_log_snr(lam_T + (lam_eps - lam_T) * u).clamp(eps, sde.T)
+    return _time_draw(t_sampling, importance)(sde, n, eps, importance, generator, device, dtype)
 
 
 def importance_weight(sde: SDE, t: Tensor, eps: float = 1e-5) -> Tensor:
@@ -91,6 +179,7 @@ def dsm_loss(
     generator: torch.Generator | None = None,
     t: Tensor | None = None,
     importance: bool = False,
+    t_sampling: str = "uniform",
 ) -> Tensor:
     """Per-example denoising score matching loss ``(B,)`` (module docstring).
 
@@ -103,8 +192,11 @@ def dsm_loss(
         generator: source of t and z (t is drawn first, then z).
         t: use these times ``(B,)`` instead of drawing them (z is still drawn).
         importance: t is (or is drawn) from q(t) ~ g^2/sigma^2; the loss carries the weight 1/q.
+        t_sampling: how t is drawn, a key of ``T_SAMPLING`` (``"log_normal"``: EDM's noise levels,
+            no importance weight).
     """
     lam_fn = lookup(WEIGHTINGS, weighting, "weighting", callables=False, sort=True)
+    _time_draw(t_sampling, importance)
     eps = check_eps(sde, eps, default=False)
     if not isinstance(x0, Tensor) or x0.ndim < 1 or x0.shape[0] == 0:
         raise ValueError(f"x0 must be a non-empty (B, ...) tensor, got {getattr(x0, 'shape', x0)}")
@@ -112,7 +204,7 @@ def dsm_loss(
         raise ValueError("x0 contains NaN or inf")
     B = x0.shape[0]
     if t is None:
-        t = sample_t(sde, B, eps, importance, generator, x0.device, x0.dtype)
+        t = sample_t(sde, B, eps, importance, generator, x0.device, x0.dtype, t_sampling)
     sde.check_t(t, x0)
     z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     mean, sigma = sde.marginal_prob(x0, t)

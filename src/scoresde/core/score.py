@@ -1,7 +1,8 @@
 """ScoreModel: a raw network plus an SDE plus an explicit parameterization gives ``score_fn(x, t)``.
 
-A network sees ``(x, label)`` where the *noise label* is a documented function of t (``LABELS``),
-and its output becomes a score through a documented *parameterization* (``PARAMETERIZATIONS``):
+A network sees ``(x_in, label)`` where the *noise label* is a documented function of t (``LABELS``),
+and its output becomes a score through a documented *parameterization* (``PARAMETERIZATIONS``).
+A parameterization may also scale the network's input (``INPUTS``); all others feed x as it is.
 
 ==============  =====================================================  ==========================
 name            score s(x, t) from the network output o                 used by
@@ -11,6 +12,8 @@ name            score s(x, t) from the network output o                 used by
 ``scaled``      s = o / sigma(t)                                       the seed notebook's U-Net
 ``drift``       s = o / g(t)            (o is the drift a = g s)        sdeflow-light
 ``noise_ddpm``  s = -o / sqrt(1 - prod alpha_i)  (DDPM chain, VP)      official discrete DDPM
+``edm``         s = (alpha D - x) / sigma^2,  D = c_skip x^ + c_out o   EDM (Karras et al. 2022)
+                (input c_in x^, see below)
 ==============  =====================================================  ==========================
 
 ==============  ===========================================  ==========================
@@ -19,7 +22,25 @@ label           fed to the network                            used by
 ``t``           t itself                                      MLP, the tutorial U-Net
 ``timestep``    (N - 1) t, a float (the paper's ``999 t``)    official VP / sub-VP / DDPM
 ``sigma``       sigma(t) = marginal std                       official VE (NCSN++)
+``edm``         c_noise = ln(sigma^) / 4 = -log_snr(t) / 4    EDM
 ==============  ===========================================  ==========================
+
+EDM preconditioning (Karras et al. 2022, Table 1) for any SDE here. The marginal is
+``x = alpha x0 + sigma z``, so ``x^ = x / alpha = x0 + sigma^ z`` is EDM's variance-exploding
+variable at the noise level ``sigma^ = sigma / alpha = exp(-log_snr)`` (VE: alpha = 1, x^ = x).
+The network predicts the denoiser ``D(x^; sigma^) = c_skip x^ + c_out F(c_in x^, c_noise)`` of
+E[x0 | x], with
+
+    c_skip = sigma_d^2 / (sigma^^2 + sigma_d^2),
+    c_out = sigma^ sigma_d / sqrt(sigma^^2 + sigma_d^2),
+    c_in = 1 / sqrt(sigma^^2 + sigma_d^2),
+    c_noise = ln(sigma^) / 4,
+
+and Tweedie's formula ``E[x0 | x] = (x + sigma^2 grad log p_t(x)) / alpha`` turns it into the exact
+score ``s = (alpha D - x) / sigma^2``, so every sampler and the likelihood take it unchanged.
+sigma_d should be the standard deviation of the data: :data:`SIGMA_DATA` = 0.5, EDM's choice for
+images in [-1, 1], and about right for the standardized toy sets too (their std is 1: the inputs
+and targets of F are then of unit scale within a factor 2).
 """
 
 from __future__ import annotations
@@ -32,7 +53,18 @@ from torch import Tensor, nn
 from .checks import lookup
 from .sde import SDE, bcast
 
-__all__ = ["ScoreModel", "LABELS", "PARAMETERIZATIONS", "batch_times"]
+__all__ = [
+    "ScoreModel",
+    "LABELS",
+    "PARAMETERIZATIONS",
+    "INPUTS",
+    "SIGMA_DATA",
+    "batch_times",
+    "edm_sigma",
+    "edm_coefficients",
+]
+
+SIGMA_DATA = 0.5  # EDM's sigma_d, the std of the data (module docstring)
 
 
 def batch_times(t: float | Tensor, x: Tensor) -> Tensor:
@@ -42,6 +74,24 @@ def batch_times(t: float | Tensor, x: Tensor) -> Tensor:
     if isinstance(t, Tensor) and t.ndim > 0:
         return t
     return torch.as_tensor(t, dtype=x.dtype, device=x.device).repeat(x.shape[0])
+
+
+def edm_sigma(sde: SDE, t: Tensor) -> Tensor:
+    """EDM's noise level ``sigma^ = sigma(t) / alpha(t) = exp(-log_snr(t))`` of ``x / alpha``."""
+    return torch.exp(-sde.log_snr(t))
+
+
+def edm_coefficients(
+    sigma_hat: Tensor, sigma_data: float = SIGMA_DATA
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """EDM's ``(c_skip, c_out, c_in, c_noise)`` at the noise levels ``sigma_hat`` (Karras et al.
+    2022, Table 1); ``sigma_data`` is the std of the data."""
+    var = sigma_hat**2 + sigma_data**2
+    c_skip = sigma_data**2 / var
+    c_out = sigma_hat * sigma_data / torch.sqrt(var)
+    c_in = 1 / torch.sqrt(var)
+    c_noise = 0.25 * torch.log(sigma_hat)
+    return c_skip, c_out, c_in, c_noise
 
 
 def _label_t(sde: SDE, t: Tensor) -> Tensor:
@@ -56,10 +106,15 @@ def _label_sigma(sde: SDE, t: Tensor) -> Tensor:
     return sde.sigma(t)
 
 
+def _label_edm(sde: SDE, t: Tensor) -> Tensor:
+    return -0.25 * sde.log_snr(t)  # c_noise = ln(sigma^) / 4, sigma^ = exp(-log_snr)
+
+
 LABELS: dict[str, Callable[[SDE, Tensor], Tensor]] = {
     "t": _label_t,
     "timestep": _label_timestep,
     "sigma": _label_sigma,
+    "edm": _label_edm,
 }
 
 
@@ -85,20 +140,43 @@ def _noise_ddpm(o: Tensor, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
     return -o / bcast(sde.discrete_sigma(t), o)
 
 
+def _edm(o: Tensor, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
+    # s = (alpha D - x) / sigma^2 with D = c_skip x / alpha + c_out o. Since 1 - c_skip =
+    # sigma^^2 / (sigma^^2 + sigma_d^2), s = alpha c_out o / sigma^2 - x / (sigma^2 + alpha^2
+    # sigma_d^2): no difference of nearly equal terms as sigma -> 0.
+    alpha, sigma = sde.alpha(t), sde.sigma(t)
+    _, c_out, _, _ = edm_coefficients(sigma / alpha)
+    o_coef = alpha * c_out / sigma**2
+    x_coef = 1 / (sigma**2 + (alpha * SIGMA_DATA) ** 2)
+    return bcast(o_coef, o) * o - bcast(x_coef, x) * x
+
+
 PARAMETERIZATIONS: dict[str, Callable[[Tensor, Tensor, Tensor, SDE], Tensor]] = {
     "score": _score,
     "noise": _noise,
     "scaled": _scaled,
     "drift": _drift,
     "noise_ddpm": _noise_ddpm,
+    "edm": _edm,
 }
+
+
+def _edm_input(x: Tensor, t: Tensor, sde: SDE) -> Tensor:
+    # c_in x^ = x / (alpha sqrt(sigma^^2 + sigma_d^2)) = x / sqrt(sigma^2 + alpha^2 sigma_d^2)
+    alpha, sigma = sde.alpha(t), sde.sigma(t)
+    return x / bcast(torch.sqrt(sigma**2 + (alpha * SIGMA_DATA) ** 2), x)
+
+
+# What the network sees in place of x, for the parameterizations that scale their input.
+INPUTS: dict[str, Callable[[Tensor, Tensor, SDE], Tensor]] = {"edm": _edm_input}
 
 
 class ScoreModel(nn.Module):
     """Wrap ``net(x, label[, y])`` into ``score_fn(x, t)`` for a given SDE.
 
     Args:
-        net: the raw network; called as ``net(x, label)``.
+        net: the raw network; called as ``net(x_in, label)`` with ``x_in = INPUTS[p](x, t, sde)``
+            for a parameterization ``p`` in ``INPUTS`` (``edm``: c_in x^), else ``x`` itself.
         sde: the SDE whose sigma(t), g(t) and N the parameterization and label use.
         parameterization: one of ``PARAMETERIZATIONS``.
         label: one of ``LABELS``.
@@ -112,6 +190,7 @@ class ScoreModel(nn.Module):
             PARAMETERIZATIONS, parameterization, "parameterization", callables=False, sort=True
         )
         self._label = lookup(LABELS, label, "noise label", callables=False, sort=True)
+        self._in = INPUTS.get(parameterization)
 
     def noise_label(self, t: Tensor) -> Tensor:
         """What the network is fed for time ``t``."""
@@ -121,10 +200,19 @@ class ScoreModel(nn.Module):
         """The score s_theta(x, t), shaped like ``x``; ``t`` is ``(B,)``, or one number (a float
         or a 0-d tensor) for the whole batch."""
         t = batch_times(t, x)
-        o = self.net(x, self.noise_label(t))
+        x_in = x if self._in is None else self._in(x, t, self.sde)
+        o = self.net(x_in, self.noise_label(t))
         return self._out(o, x, t, self.sde)
 
     score_fn = forward
+
+    def denoise(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """The denoiser ``E[x0 | x_t = x] = (x + sigma^2 s_theta(x, t)) / alpha`` (Tweedie's
+        formula), shaped like ``x``; for ``edm`` it is D of the module docstring. ``t`` as in
+        :meth:`forward`."""
+        t = batch_times(t, x)
+        alpha, sigma = self.sde.alpha(t), self.sde.sigma(t)
+        return (x + bcast(sigma**2, x) * self(x, t)) / bcast(alpha, x)
 
     def extra_repr(self) -> str:
         return f"sde={self.sde!r}, parameterization={self.parameterization!r}, label={self.label!r}"

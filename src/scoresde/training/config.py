@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from ..core.checks import check_device_name, check_seed, did_you_mean, lookup, short
-from ..core.losses import REDUCTIONS, WEIGHTINGS
+from ..core.losses import REDUCTIONS, T_SAMPLING, WEIGHTINGS
 from ..core.score import LABELS, PARAMETERIZATIONS, ScoreModel
 from ..core.sde import SDE, VESDE, VPSDE, SubVPSDE
 from ..data import IMAGE_DATASETS, SCALING, TOY, is_image_path
@@ -110,12 +110,17 @@ class TrainConfig:
 
     Periods of 0 turn evaluation, checkpoints (except the final one) or samples off.
     ``ema_rate`` is used with the paper's warm-up, ``min(rate, (1 + n) / (10 + n))``.
-    ``weighting`` ``"score"`` or ``"likelihood"`` (lambda = g^2); ``importance`` draws t
-    uniformly in log-SNR with the matching weight (Song et al. 2021, "Maximum likelihood
-    training"), the variance-reduced estimator of the likelihood-weighted loss. Image data:
-    every ``bpd_every`` steps the EMA model's bits/dim of the first ``bpd_n`` test images, by
-    the probability-flow ODE (``bpd_method: ode``, ~1000 network calls per image batch) or the
-    ELBO's upper bound on it (``elbo``, a handful of calls). ``eval_metrics`` (names of
+    ``weighting`` ``"score"``, ``"likelihood"`` (lambda = g^2) or ``"edm"`` (EDM's weight on the
+    denoiser error, :mod:`scoresde.core.losses`); ``importance`` draws t uniformly in log-SNR
+    with the matching weight (Song et al. 2021, "Maximum likelihood training"), the
+    variance-reduced estimator of the likelihood-weighted loss. ``t_sampling`` is how t is drawn
+    (:data:`scoresde.core.losses.T_SAMPLING`): ``"uniform"`` (the default: U(eps, T), or the
+    log-SNR draw with ``importance``) or ``"log_normal"``, EDM's noise levels
+    ln(sigma / alpha) ~ N(-1.2, 1.2^2) clipped to [eps, T], without importance weight (so not
+    together with ``importance``). Image data: every ``bpd_every`` steps the EMA model's
+    bits/dim of the first ``bpd_n`` test images, by the probability-flow ODE (``bpd_method:
+    ode``, ~1000 network calls per image batch) or the ELBO's upper bound on it (``elbo``, a
+    handful of calls). ``eval_metrics`` (names of
     :data:`EVAL_METRICS`) runs :func:`scoresde.training.evaluate.evaluate` every ``eval_every``
     steps and at the end (``eval_<step>.json``).
     """
@@ -128,6 +133,7 @@ class TrainConfig:
     ema_rate: float = 0.999
     weighting: str = "score"
     importance: bool = False
+    t_sampling: str = "uniform"  # how t is drawn: "uniform" or EDM's "log_normal"
     eps: float = 1e-5
     reduce: str = "mean"
     log_every: int = 100
@@ -321,6 +327,9 @@ def _validate_train(tr: TrainConfig) -> None:
     _check("train.ema_rate", 0 <= tr.ema_rate < 1, tr.ema_rate, "0 <= rate < 1")
     _check("train.eps", 0 < tr.eps < 1, tr.eps, "0 < eps < T = 1")
     _choice("train.weighting", tr.weighting, WEIGHTINGS)
+    _choice("train.t_sampling", tr.t_sampling, T_SAMPLING)
+    ok = tr.t_sampling == "uniform" or not tr.importance
+    _check("train.t_sampling", ok, tr.t_sampling, "'uniform' when train.importance is true")
     _choice("train.reduce", tr.reduce, REDUCTIONS)
     _choice("train.backend", tr.backend, _backends(), sort=False)
     _choice("train.bpd_method", tr.bpd_method, BPD_METHODS, sort=False)

@@ -315,7 +315,16 @@ def mean_test_loss(model: ScoreModel, x: Tensor, cfg: Config, batch_size: int = 
     g = torch.Generator(x.device).manual_seed(tc.seed + EVAL_SEED)
     total = torch.zeros((), device=x.device, dtype=torch.float64)
     for chunk in x.split(batch_size):
-        loss = dsm_loss(model.sde, model, chunk, tc.weighting, tc.eps, g, importance=tc.importance)
+        loss = dsm_loss(
+            model.sde,
+            model,
+            chunk,
+            tc.weighting,
+            tc.eps,
+            g,
+            importance=tc.importance,
+            t_sampling=tc.t_sampling,
+        )
         total += loss.double().sum()
     return total.item() / x.shape[0]
 

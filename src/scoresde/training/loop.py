@@ -444,7 +444,14 @@ def _update(run: Run, lr: float) -> tuple[Tensor, Tensor]:
     if run.images:
         x0 = images_to_model(x0, run.cfg.data, run.gen, run.cfg.data.flip)
     per_example = dsm_loss(
-        model.sde, run.score_fn, x0, tc.weighting, tc.eps, run.gen, importance=tc.importance
+        model.sde,
+        run.score_fn,
+        x0,
+        tc.weighting,
+        tc.eps,
+        run.gen,
+        importance=tc.importance,
+        t_sampling=tc.t_sampling,
     )
     loss = reduce(per_example, tc.reduce)
     if run.d.active:
