@@ -37,6 +37,7 @@ from .dpm_solver import (
 )
 from .edm import sample_heun
 from .flow import encode, sample_ode
+from .grid_search import GRID_SEARCH_SAMPLERS, optimised_grid
 from .grids import GRIDS
 from .multistep import UNIPC_VARIANTS, sample_deis, sample_ipndm, sample_lms, sample_unipc
 from .pc import CORRECTORS, PREDICTORS, sample_pc
@@ -62,6 +63,8 @@ __all__ = [
     "PREDICTORS",
     "CORRECTORS",
     "GRIDS",
+    "optimised_grid",
+    "GRID_SEARCH_SAMPLERS",
     "DPM_METHODS",
     "SDE_METHODS",
     "UNIPC_VARIANTS",
