@@ -10,10 +10,11 @@ it), ``eps=None`` is :func:`default_eps`, ``generator`` is the one source of ran
 ``nfe`` counts the evaluations of ``score_fn``. A :class:`SampleStreams` may stand for
 ``generator``: one stream per sample index, so that samples do not depend on the batch.
 
-This file holds the one name -> sampler table, :data:`SAMPLERS`, that the command line, the
-config (``sample.sampler``) and the training loop all read, and :func:`sample`, the entry point
-over it (as torchdiffeq's ``odeint(..., method=)``). Adding a sampler touches its own file and
-one line here. Samplers import only from :mod:`scoresde.core`.
+:mod:`.table` holds the one name -> sampler table, :data:`SAMPLERS`, that the command line, the
+config (``sample.sampler``), the training loop and :func:`.grid_search.optimised_grid` all read;
+this file holds :func:`sample`, the entry point over it (as torchdiffeq's ``odeint(...,
+method=)``). Adding a sampler touches its own file and one line of the table. Samplers import
+only from :mod:`scoresde.core`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from .grids import GRIDS
 from .multistep import UNIPC_VARIANTS, sample_deis, sample_ipndm, sample_lms, sample_unipc
 from .pc import CORRECTORS, PREDICTORS, sample_pc
 from .plugin import sample_lambda
+from .table import SAMPLERS
 
 __all__ = [
     "SAMPLERS",
@@ -72,21 +74,6 @@ __all__ = [
     "SampleStreams",
     "stream_seed",
 ]
-
-SAMPLERS: dict[str, Callable[..., tuple[Tensor, int]]] = {
-    "pc": sample_pc,
-    "ode": sample_ode,
-    "heun": sample_heun,
-    "dpm_solver": sample_dpm_solver,
-    "adaptive": sample_adaptive,
-    "lambda": sample_lambda,
-    "unipc": sample_unipc,
-    "deis": sample_deis,
-    "ipndm": sample_ipndm,
-    "lms": sample_lms,
-    "dpm_solver_adaptive": sample_dpm_solver_adaptive,
-    "dpm_solver_sde": sample_dpm_solver_sde,
-}
 
 
 def sampler_options(name: str | Callable[..., tuple[Tensor, int]]) -> tuple[str, ...]:

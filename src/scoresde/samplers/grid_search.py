@@ -40,6 +40,7 @@ from ..core.sde import SDE
 from ._shared import F64, ScoreFn
 from .dpm_solver import sample_dpm_solver
 from .grids import check_grid, log_snr
+from .table import SAMPLERS
 
 __all__ = [
     "optimised_grid",
@@ -237,8 +238,6 @@ def _descend(error: Callable[[list[int]], float], starts: list[list[int]], limit
 def fitted_sampler(sampler: str | Sampler) -> Sampler:
     """The function of a name in :data:`GRID_SEARCH_SAMPLERS` (``ddim`` is DEIS of order 1),
     from the one sampler table; a sampler function is returned as it is."""
-    from . import SAMPLERS  # the package's table; imported here because it imports this module
-
     if callable(sampler):
         return sampler
     lookup(dict.fromkeys(GRID_SEARCH_SAMPLERS), sampler, "sampler", callables=False)
