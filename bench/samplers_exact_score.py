@@ -10,14 +10,17 @@ rk4 at a few step counts. Errors against exact draws of the data p_0 (``mixture.
   mean from 20x as many draws), in nats: negative = mass off the data, positive = mass collapsed
   onto the modes.
 
-Also the overhead of ``sample_pc`` over a bare loop that calls the score as often (10,000 points).
+Also the overhead of the samplers (``sample_pc``, ``sample_ode`` with dopri5 and rk4, DPM-Solver++
+multistep) over a bare loop that calls the score as often (10,000 points; CPU time, best of
+repeats); ``--only overhead`` runs it alone and writes ``samplers_overhead.json``.
 
 Every sampler is an entry of ``SAMPLERS``: ``name -> (run, params)`` with
 ``run(sde, score_fn, shape, param, generator) -> (x, nfe)``; add others there.
 Steps for which a sampler is undefined (the DDPM chain needs N > beta_max = 20) are listed as such.
 
 Writes ``bench/results/samplers_exact_score.json`` and ``.png`` (error vs NFE), prints a table.
-Run: ``.venv/bin/python bench/samplers_exact_score.py [--quick] [--n 4000] [--threads 1]``.
+Run: ``.venv/bin/python bench/samplers_exact_score.py [--quick] [--n 4000] [--threads 1]
+[--only sweep|overhead] [--repeats 7]``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import json
 import math
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +38,7 @@ import torch
 from common import mixture_2d
 
 import scoresde as sd
-from scoresde.samplers import CORRECTORS, PREDICTORS, sample_ode, sample_pc
+from scoresde.samplers import CORRECTORS, PREDICTORS, sample_dpm_solver, sample_ode, sample_pc
 
 F64 = torch.float64
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -143,54 +147,171 @@ def _clock() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
-def overhead(n: int, steps: int, repeats: int) -> list[dict]:
-    """Time of sample_pc against a bare loop calling the score as often, on VP at n points.
+# Each overhead case: (run(sde, score_fn, shape, dtype, generator) -> (x, nfe), steps of the
+# sampler or None where the solver picks them). 200 steps of every fixed-step sampler, rk4 on 50
+# (4 evaluations each); dopri5 at its default tolerances.
+OverheadRun = Callable[..., tuple[torch.Tensor, int]]
 
-    Best of ``repeats``, the two alternating. Both wall and CPU time (``process_time``: on a shared
-    machine the CPU time of this process is the steadier measure; one thread). In float32 (as a
-    network would run) and float64.
+
+def _pc_case(p: str, c: str, steps: int) -> tuple[OverheadRun, int]:
+    def run(sde, f, shape, dtype, g):
+        return sample_pc(
+            sde, f, shape, predictor=p, corrector=c, steps=steps, dtype=dtype, generator=g
+        )
+
+    return run, steps
+
+
+def overhead_cases(steps: int) -> dict[str, tuple[OverheadRun, int | None]]:
+    """The samplers whose overhead is measured: name -> (run, steps)."""
+    return {
+        "pc:reverse_diffusion+none": _pc_case("reverse_diffusion", "none", steps),
+        "pc:euler_maruyama+none": _pc_case("euler_maruyama", "none", steps),
+        "pc:reverse_diffusion+langevin": _pc_case("reverse_diffusion", "langevin", steps),
+        "ode:dopri5": (
+            lambda sde, f, shape, dtype, g: sample_ode(sde, f, shape, dtype=dtype, generator=g),
+            None,
+        ),
+        "ode:rk4": (
+            lambda sde, f, shape, dtype, g: sample_ode(
+                sde, f, shape, method="rk4", steps=steps // 4, dtype=dtype, generator=g
+            ),
+            steps // 4,
+        ),
+        "dpm_solver:multistep": (
+            lambda sde, f, shape, dtype, g: sample_dpm_solver(
+                sde, f, shape, steps=steps, method="multistep", dtype=dtype, generator=g
+            ),
+            steps,
+        ),
+    }
+
+
+def _record(run: OverheadRun, sde, score_fn, shape, dtype) -> list[tuple]:
+    """The ``(x, t, score)`` of every evaluation of one seeded run."""
+    calls = []
+
+    def recording(x, t):
+        s = score_fn(x, t)
+        calls.append((x.clone(), t, s))
+        return s
+
+    run(sde, recording, shape, dtype, torch.Generator().manual_seed(0))
+    return calls
+
+
+def _bare(score_fn: Callable, calls: list[tuple]) -> None:
+    """The score at the recorded inputs, one call after the other (outputs dropped at once)."""
+    for x, t, _ in calls:
+        score_fn(x, t)
+
+
+def _replay(outputs: list[torch.Tensor]) -> Callable:
+    """A score function that returns ``outputs`` one after the other."""
+    it = iter(outputs)
+    return lambda x, t: next(it)
+
+
+def _time_case(run: OverheadRun, sde, score_fn, n: int, dtype, repeats: int) -> dict:
+    """Best-of-``repeats`` wall and CPU times of three things: the sampler (seeded, so every
+    repeat makes the same calls); the bare score at the very inputs the sampler gave it,
+    replayed; and the sampler alone, its score replaced by the recorded outputs (same
+    trajectory, same number of evaluations, no score cost). Sampler and bare alternate their
+    order from repeat to repeat; the median of their paired ratios is kept too."""
+    calls = _record(run, sde, score_fn, (n, 2), dtype)
+    replies = [s for _, _, s in calls]
+    jobs = {
+        "sampler": lambda: run(sde, score_fn, (n, 2), dtype, torch.Generator().manual_seed(0)),
+        "bare": lambda: _bare(score_fn, calls),
+        "own": lambda: run(sde, _replay(replies), (n, 2), dtype, torch.Generator().manual_seed(0)),
+    }
+    best = {f"{k}_{c}": math.inf for k in jobs for c in ("wall", "cpu")}
+    ratios = []
+    for r in range(repeats):
+        took = {}
+        for k in ["sampler", "bare", "own"] if r % 2 == 0 else ["bare", "sampler", "own"]:
+            w0, c0 = _clock()
+            jobs[k]()
+            w1, c1 = _clock()
+            took[k] = c1 - c0
+            best[f"{k}_wall"] = min(best[f"{k}_wall"], w1 - w0)
+            best[f"{k}_cpu"] = min(best[f"{k}_cpu"], c1 - c0)
+        ratios.append(took["sampler"] / took["bare"])
+    return best | {"nfe": len(calls), "overhead_cpu_median": statistics.median(ratios) - 1}
+
+
+def draw_us(n: int, dtype: torch.dtype, repeats: int, k: int = 50) -> float:
+    """CPU time of one standard-normal draw of shape (n, 2) in microseconds (best of
+    ``repeats`` x ``k`` draws): the part of a stochastic step that no sampler code can remove."""
+    g, best = torch.Generator().manual_seed(0), math.inf
+    for _ in range(repeats):
+        c0 = time.process_time()
+        for _ in range(k):
+            torch.randn((n, 2), generator=g, dtype=dtype)
+        best = min(best, (time.process_time() - c0) / k)
+    return best * 1e6
+
+
+def overhead(
+    n: int, steps: int, repeats: int, dtypes: tuple[torch.dtype, ...] = (torch.float32, F64)
+) -> list[dict]:
+    """Time of each sampler of :func:`overhead_cases` against a bare loop calling the score as
+    often (same NFE, the same inputs), on VP at n points.
+
+    Best of ``repeats``. Both wall and CPU time (``process_time``: on a shared machine the CPU
+    time of this process is the steadier measure; one thread). In float32 (as a network would
+    run) and float64. ``overhead_cpu`` = sampler / bare - 1; ``own`` = the sampler alone (with
+    the recorded score outputs) / bare, the same quantity measured directly, which a busy machine
+    disturbs less; ``overhead_cpu_median``: the median of the per-repeat ratios. ``step_us`` /
+    ``eval_us``: the sampler's own CPU time per step (where the step count is fixed) and per score
+    evaluation; ``draw_us``: one standard-normal draw of the state.
     """
     sde, mix = SDES["vp"](), mixture_2d()
     score_fn = mix.score_fn(sde)
-    configs = [
-        (dtype, p, c)
-        for dtype in (torch.float32, F64)
-        for p, c in [
-            ("reverse_diffusion", "none"),
-            ("euler_maruyama", "none"),
-            ("reverse_diffusion", "langevin"),
-        ]
-    ]
     out = []
-    for dtype, p, c in configs:
-        x = sde.prior_sampling((n, 2), torch.Generator().manual_seed(0), dtype=dtype)
-        t = torch.full((n,), 0.5, dtype=dtype)
-        best = dict.fromkeys(["pc_wall", "pc_cpu", "bare_wall", "bare_cpu"], math.inf)
-        for _ in range(repeats):
-            w0, c0 = _clock()
-            _, nfe = sample_pc(
-                sde, score_fn, (n, 2), predictor=p, corrector=c, steps=steps, dtype=dtype
+    for dtype in dtypes:
+        for name, (run, n_steps) in overhead_cases(steps).items():
+            best = _time_case(run, sde, score_fn, n, dtype, repeats)
+            nfe, own = best["nfe"], best["own_cpu"]
+            row = {"dtype": str(dtype).removeprefix("torch."), "sampler": name, "n": n}
+            row |= {"steps": n_steps, **best}
+            row["overhead_wall"] = best["sampler_wall"] / best["bare_wall"] - 1
+            row["overhead_cpu"] = best["sampler_cpu"] / best["bare_cpu"] - 1
+            row["own"] = own / best["bare_cpu"]
+            row["draw_us"] = draw_us(n, dtype, repeats)
+            row["score_ms"] = best["bare_cpu"] / nfe * 1e3
+            row["step_us"] = None if n_steps is None else own / n_steps * 1e6
+            row["eval_us"] = own / nfe * 1e6
+            out.append(row)
+            print(
+                f"  overhead {row['dtype']} {name}: cpu {row['overhead_cpu']:+.1%}, "
+                f"own {row['own']:.1%}",
+                flush=True,
             )
-            w1, c1 = _clock()
-            for _ in range(nfe):
-                score_fn(x, t)
-            w2, c2 = _clock()
-            times = {
-                "pc_wall": w1 - w0,
-                "pc_cpu": c1 - c0,
-                "bare_wall": w2 - w1,
-                "bare_cpu": c2 - c1,
-            }
-            best = {k: min(best[k], v) for k, v in times.items()}
-        row = {"dtype": str(dtype).removeprefix("torch."), "predictor": p, "corrector": c}
-        row |= {"n": n, "steps": steps, "nfe": nfe, **best}
-        row["overhead_wall"] = best["pc_wall"] / best["bare_wall"] - 1
-        row["overhead_cpu"] = best["pc_cpu"] / best["bare_cpu"] - 1
-        row["score_ms"] = best["bare_cpu"] / nfe * 1e3
-        row["step_us"] = (best["pc_cpu"] - best["bare_cpu"]) / steps * 1e6
-        out.append(row)
-        print(f"  overhead {row['dtype']} {p}+{c}: cpu {row['overhead_cpu']:+.1%}", flush=True)
     return out
+
+
+def print_overhead(over: list[dict]) -> None:
+    """The overhead table: CPU and wall overhead, the sampler's own share, score ms per call,
+    sampler us per step / evaluation."""
+    print(f"\noverhead over a bare score loop (VP, {over[0]['n']:,} points, same NFE; CPU time):")
+    print(
+        f"{'dtype':8} {'sampler':30} {'steps':>5} {'nfe':>5} {'cpu':>7} {'median':>7} {'wall':>7} "
+        f"{'own':>6} {'score_ms':>8} {'us/step':>8} {'us/eval':>8} {'draw_us':>8}"
+    )
+    for o in over:
+        step = "-" if o["steps"] is None else f"{o['step_us']:.0f}"
+        print(
+            f"{o['dtype']:8} {o['sampler']:30} {o['steps'] or '-'!s:>5} {o['nfe']:5d} "
+            f"{o['overhead_cpu']:+7.1%} {o['overhead_cpu_median']:+7.1%} "
+            f"{o['overhead_wall']:+7.1%} {o['own']:6.1%} {o['score_ms']:8.3f} {step:>8} "
+            f"{o['eval_us']:8.1f} {o['draw_us']:8.0f}"
+        )
+    print(
+        "cpu: best sampler / best bare - 1; median: of the paired ratios; own: the sampler with "
+        "the recorded\nscore outputs / bare; draw_us: one N(0, I) draw of the state (one per "
+        "PC predictor or corrector step)"
+    )
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -296,6 +417,17 @@ def plot(rows: list[dict], floors: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _meta(args: argparse.Namespace, t_start: float, **extra) -> dict:
+    return {
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        **extra,
+        "total_s": time.perf_counter() - t_start,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="every other parameter, 1000 points")
@@ -304,6 +436,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON only")
+    ap.add_argument("--only", choices=["sweep", "overhead"], help="run one part alone")
+    ap.add_argument("--repeats", type=int, help="overhead: best of (default 7, quick 2)")
     args = ap.parse_args(argv)
     if args.replot:
         saved = json.loads((RESULTS / "samplers_exact_score.json").read_text())
@@ -312,34 +446,28 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     n = 1000 if args.quick and args.n == 4000 else args.n
     t_start = time.perf_counter()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    over = []
+    if args.only != "sweep":
+        repeats = args.repeats or (2 if args.quick else 7)
+        over = overhead(10_000, 50 if args.quick else 200, repeats)
+        print_overhead(over)
+    if args.only == "overhead":
+        out = {"meta": _meta(args, t_start, quick=args.quick), "overhead": over}
+        (RESULTS / "samplers_overhead.json").write_text(json.dumps(out, indent=1))
+        print(f"\nwrote {RESULTS / 'samplers_overhead.json'}")
+        return
     rows, floors = [], {}
     for sde_name in args.sdes:
         r, floors[sde_name] = sweep(sde_name, n, args.seed, args.quick)
         rows += r
-    over = overhead(10_000, 50 if args.quick else 200, 2 if args.quick else 3)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "n": n,
-        "quick": args.quick,
-        "threads": args.threads,
-        "dtype": "float64",
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "total_s": time.perf_counter() - t_start,
-    }
+    meta = _meta(args, t_start, n=n, quick=args.quick, dtype="float64")
     out = {"meta": meta, "floors": floors, "rows": rows, "overhead": over}
     (RESULTS / "samplers_exact_score.json").write_text(json.dumps(out, indent=1))
     plot(rows, floors, RESULTS / "samplers_exact_score.png")
     print_table(rows, floors)
-    steps = over[0]["steps"]
-    print(f"\noverhead of sample_pc over a bare score loop (VP, 10,000 points, {steps} steps):")
-    for o in over:
-        print(
-            f"  {o['dtype']} {o['predictor'] + '+' + o['corrector']:28} nfe={o['nfe']}: "
-            f"cpu {o['overhead_cpu']:+.1%}, wall {o['overhead_wall']:+.1%}; score "
-            f"{o['score_ms']:.2f} ms/call, sampler {o['step_us']:.0f} us/step"
-        )
+    if over:
+        print_overhead(over)
     print(f"\nwrote {RESULTS / 'samplers_exact_score.json'} and .png ({meta['total_s']:.0f} s)")
 
 

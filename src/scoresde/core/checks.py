@@ -241,19 +241,21 @@ class CheckedScore:
 
     Every output must be a floating tensor shaped like ``x`` (complex and integer dtypes are
     refused). The first output is checked for NaN / inf at once, so a broken ``score_fn`` fails
-    before any work; later outputs only add to a flag kept on their device, read once every
-    :attr:`CHECK_EVERY` evaluations (so a solve that a NaN would keep running, an adaptive step
-    size stuck at zero, still stops) and by :meth:`finish`, called once at the end of the solve,
-    which raises if any was non-finite. Used as a context manager, it also turns an error that
-    a non-finite score caused later (a solver's step-size underflow) into that one
+    before any work. Of later outputs only the minimum and maximum are kept, on their device (one
+    ``aminmax`` reduction per call, no host synchronisation: a NaN propagates into both and an
+    infinity becomes one of them, so both are finite exactly when every element is), read once
+    every :attr:`CHECK_EVERY` evaluations (so a solve that a NaN would keep running, an adaptive
+    step size stuck at zero, still stops) and by :meth:`finish`, called once at the end of the
+    solve, which raises if any output was non-finite. Used as a context manager, it also turns an
+    error that a non-finite score caused later (a solver's step-size underflow) into that one
     ``ValueError``. ``nfe`` counts the evaluations.
     """
 
-    CHECK_EVERY = 64  # evaluations between two reads of the finite flag (one host sync each)
+    CHECK_EVERY = 64  # evaluations between two reads of the extremes (one host sync each)
 
     def __init__(self, score_fn: Callable[[Tensor, Tensor], Tensor]):
         self.score_fn, self.nfe = score_fn, 0
-        self._finite: Tensor | None = None
+        self._extremes: list[Tensor] = []  # (min, max) of the outputs not yet read
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         """The checked score at ``(x, t)``."""
@@ -262,20 +264,22 @@ class CheckedScore:
             if not bool(torch.isfinite(s).all()):
                 at = float(torch.as_tensor(t).reshape(-1)[0])
                 raise ValueError(f"score_fn returned NaN or inf at its first call (t={at:g})")
-        else:
-            ok = torch.isfinite(s).all()
-            self._finite = ok if self._finite is None else self._finite & ok
+        elif s.numel():
+            self._extremes.extend(torch.aminmax(s.detach()))  # detached: keeps no graph alive
         self.nfe += 1
         if self.nfe % self.CHECK_EVERY == 0:
             self._raise_if_non_finite()
         return s
 
     def _raise_if_non_finite(self, cause: BaseException | None = None) -> None:
-        if self._finite is not None and not bool(self._finite):
-            raise ValueError(
-                f"score_fn returned NaN or inf at some step; {self.nfe} evaluations were made "
-                "(check the model, or use a larger eps or a finer grid)"
-            ) from cause
+        """Read the extremes gathered since the last read (one reduction, one host sync)."""
+        if not self._extremes or bool(torch.isfinite(torch.stack(self._extremes)).all()):
+            self._extremes = []  # every output so far was finite: nothing left to keep
+            return
+        raise ValueError(
+            f"score_fn returned NaN or inf at some step; {self.nfe} evaluations were made "
+            "(check the model, or use a larger eps or a finer grid)"
+        ) from cause
 
     def finish(self) -> int:
         """Raise ``ValueError`` if any evaluation returned NaN / inf; otherwise return ``nfe``."""

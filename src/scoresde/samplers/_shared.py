@@ -78,6 +78,31 @@ def data_pred(score: CheckedScore, x: Tensor, n: Node) -> Tensor:
     return (x + n.sigma**2 * score_at(score, x, n)) / n.alpha
 
 
+def on_device(rows: list[list[float]], like: Tensor) -> list[tuple[Tensor, ...]]:
+    """Host coefficients (one row per step) as 0-d tensors on the device and in the dtype of
+    ``like``, moved in one transfer; row ``i`` keeps its length. A loop multiplying by these does
+    no host-to-device work per step (and a 0-d tensor costs less per product than a float)."""
+    width = max(map(len, rows), default=0)
+    padded = [list(r) + [0.0] * (width - len(r)) for r in rows]
+    table = torch.tensor(padded, dtype=like.dtype, device=like.device).reshape(len(rows), width)
+    return [tuple(v.unbind(0)[: len(r)]) for v, r in zip(table.unbind(0), rows)]
+
+
+def tweedie_at(line: list[Node], like: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """For each node, what :func:`data_pred_at` needs: the ``(B,)`` time (a view) and the 0-d
+    ``sigma^2`` and ``alpha``, on the device and in the dtype of ``like``, made once per call."""
+    times = torch.tensor([n.t for n in line], dtype=like.dtype, device=like.device)
+    coef = on_device([[n.sigma**2, n.alpha] for n in line], like)
+    return [(t.expand(like.shape[0]), s2, a) for t, (s2, a) in zip(times.unbind(0), coef)]
+
+
+def data_pred_at(score: CheckedScore, x: Tensor, at: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """:func:`data_pred` with the node's values from :func:`tweedie_at`:
+    ``x0_theta = (x + sigma^2 s) / alpha``."""
+    t, sigma2, alpha = at
+    return (x + sigma2 * score(x, t)) / alpha
+
+
 def finish(score: CheckedScore, x: Tensor, end: Node, denoise: bool) -> tuple[Tensor, int]:
     """``(x, nfe)`` at the end of a solve, after one Tweedie step at ``end`` where ``denoise``;
     raises if any evaluation of the solve was NaN / inf."""

@@ -22,12 +22,15 @@ from ._shared import (
     Node,
     ScoreFn,
     data_pred,
+    data_pred_at,
     end_node,
     finish,
     nodes,
     noise_pred,
+    on_device,
     randn,
     report,
+    tweedie_at,
 )
 from .grids import check_grid, time_grid
 from .multistep import combine
@@ -131,40 +134,6 @@ def _dpmpp_1(x: Tensor, m0: Tensor, s: Node, t: Node) -> Tensor:
     return (t.sigma / s.sigma) * x - t.alpha * math.expm1(s.lam - t.lam) * m0
 
 
-def _dpmpp_2m(x: Tensor, hist: list[tuple[Node, Tensor]], t: Node) -> Tensor:
-    """DPM-Solver++(2M) (Algorithm 2): ``D = (1 + 1/(2r)) x0_s - 1/(2r) x0_p``, ``r = h_p / h``."""
-    (p, m1), (s, m0) = hist
-    r = (s.lam - p.lam) / (t.lam - s.lam)
-    return _dpmpp_1(x, (1 + 0.5 / r) * m0 - (0.5 / r) * m1, s, t)
-
-
-def _dpmpp_3m(x: Tensor, hist: list[tuple[Node, Tensor]], t: Node) -> Tensor:
-    """DPM-Solver++(3M): exact integral of the quadratic through the last three ``x0``.
-
-    With ``x_t = (sigma_t / sigma_s) x_s + sigma_t int e^lambda x0(lambda) d lambda`` and
-    ``x0(lambda)`` expanded at ``lambda_s``, the terms are ``-alpha_t phi_1 x0``,
-    ``+alpha_t phi_2 h x0'`` and ``-alpha_t phi_3 h^2 x0''`` with ``phi_1 = e^{-h} - 1``,
-    ``phi_2 = phi_1 / h + 1``, ``phi_3 = phi_2 / h - 1/2``; the derivatives come from Newton's
-    divided differences: ``h x0' = D1_0 + r0 Dq``, ``h^2 x0'' = 2 Dq``. (The factor 2 matters:
-    with ``phi_3 Dq`` alone the step is second order only, as the order test shows.)
-    """
-    (q, m2), (p, m1), (s, m0) = hist
-    h = t.lam - s.lam
-    r0, r1 = (s.lam - p.lam) / h, (p.lam - q.lam) / h
-    D1_0, D1_1 = (m0 - m1) / r0, (m1 - m2) / r1
-    Dq = (D1_0 - D1_1) / (r0 + r1)
-    phi_2 = math.expm1(-h) / h + 1
-    phi_3 = phi_2 / h - 0.5
-    return _dpmpp_1(x, m0, s, t) + t.alpha * (phi_2 * (D1_0 + r0 * Dq) - 2 * phi_3 * Dq)
-
-
-def _multistep(x: Tensor, hist: list[tuple[Node, Tensor]], t: Node) -> Tensor:
-    """One DPM-Solver++ step to ``t`` of the order that the history of ``x0`` allows."""
-    if len(hist) == 1:
-        return _dpmpp_1(x, hist[0][1], hist[0][0], t)
-    return _dpmpp_2m(x, hist, t) if len(hist) == 2 else _dpmpp_3m(x, hist, t)
-
-
 DPM_METHODS = ("singlestep", "singlestep_fixed", "multistep")
 
 
@@ -192,18 +161,6 @@ def _plan(
             f"times, got {len(grid)}"
         )
     return (*time_grid(sde, grid, n, eps), orders)
-
-
-def _run_multistep(
-    score: CheckedScore, x: Tensor, line: list[Node], order: int, callback: Callback | None
-) -> Tensor:
-    """DPM-Solver++(``order``M) along the nodes ``line``, one evaluation per step."""
-    hist: list[tuple[Node, Tensor]] = []
-    for i in range(len(line) - 1):
-        hist = (hist + [(line[i], data_pred(score, x, line[i]))])[-order:]
-        x = _multistep(x, hist, line[i + 1])
-        report(callback, i, line[i + 1].t, x, x)
-    return x
 
 
 def _run_singlestep(
@@ -259,8 +216,8 @@ def sample_dpm_solver(
     t, eps, orders = _plan(sde, grid, steps, order, method, eps)
     x = start_state(sde, shape, z, generator, device, dtype)
     score = CheckedScore(score_fn)
-    if orders is None:
-        x = _run_multistep(score, x, nodes(sde, t), order, callback)
+    if orders is None:  # DPM-Solver++(kM): the SDE variant without noise
+        x = _run_sde(score, x, nodes(sde, t), order, 0.0, generator, callback)
     else:
         x = _run_singlestep(score, x, _single_plan(sde, t, orders), callback)
     return finish(score, x, end_node(sde, eps), denoise)
@@ -380,9 +337,14 @@ def _sde_weights(hist: list[Node], t: Node, eta: float) -> tuple[float, list[flo
     sqrt(1 - e^{-2 eta h}) z``, the exact solution of ``dy = -(1 + eta)(y - x0) d lambda +
     sqrt(2 eta) sigma_edm dw`` in ``y = x / alpha`` with ``x0`` interpolated in lambda:
     ``phi_1 = 1 - e^{-h_eta}``, ``h_eta = (1 + eta) h``; order 2 adds ``phi_1 D1 / 2`` (the
-    2M midpoint form), order 3 ``phi_2 (D1_0 + r0 Dq) - 2 phi_3 Dq`` as :func:`_dpmpp_3m` at
-    ``h_eta``. Every eta >= 0 keeps the marginals (eta = 0: DPM-Solver++(kM) of the ODE; eta = 1:
-    the reverse SDE). Returns ``(a, weights of x0 newest first, noise std)``.
+    2M midpoint form: ``D = (1 + 1/(2 r)) x0_s - 1/(2 r) x0_p``, ``r = h_p / h``), order 3
+    ``phi_2 (D1_0 + r0 Dq) - 2 phi_3 Dq``: the exact integral of the quadratic through the last
+    three ``x0`` in lambda, with ``phi_2 = (e^{-h_eta} - 1) / h_eta + 1``, ``phi_3 = phi_2 / h_eta
+    - 1/2`` and Newton's divided differences ``h x0' = D1_0 + r0 Dq``, ``h^2 x0'' = 2 Dq`` (the
+    factor 2 matters: with ``phi_3 Dq`` alone the step is second order only, as the order test
+    shows). Every eta >= 0 keeps the marginals (eta = 0: DPM-Solver++(kM) of the ODE, Lu et al.
+    2022b, Algorithm 2 for k = 2; eta = 1: the reverse SDE). Returns ``(a, weights of x0 newest
+    first, noise std)``.
     """
     s, k = hist[0], len(hist)
     h = t.lam - s.lam
@@ -406,14 +368,17 @@ def _sde_weights(hist: list[Node], t: Node, eta: float) -> tuple[float, list[flo
 
 
 def _run_sde(score, x, line, order, eta, generator, callback) -> Tensor:
-    """SDE-DPM-Solver++(``order``M): one evaluation per step, fresh noise after each; the
-    weights of every step computed first."""
+    """SDE-DPM-Solver++(``order``M): one evaluation per step, fresh noise after each (none at
+    eta = 0). The weights of every step are computed first and moved to the device of x once,
+    with the times and Tweedie coefficients of the nodes; the loop does tensor arithmetic only."""
     ks = [min(order, i + 1) for i in range(len(line) - 1)]
     plan = [_sde_weights(line[i - k + 1 : i + 1][::-1], line[i + 1], eta) for i, k in enumerate(ks)]
+    weights = on_device([[a, *w] for a, w, _ in plan], x)
+    at = tweedie_at(line[:-1], x)
     hist: list[Tensor] = []
-    for i, (a, w, std) in enumerate(plan):
-        hist = [data_pred(score, x, line[i])] + hist[: len(w) - 1]
-        x = a * x + combine(w, hist)
+    for i, ((a, *w), (_, _, std)) in enumerate(zip(weights, plan)):
+        hist = [data_pred_at(score, x, at[i])] + hist[: len(w) - 1]
+        x = combine([a, *w], [x, *hist])
         x_mean = x
         if std > 0:
             x = x + std * randn(x, generator)

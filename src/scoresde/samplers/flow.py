@@ -2,7 +2,7 @@
 
 ``dx/dt = f(t) x - g(t)^2 s(x, t) / 2`` has the marginals p_t of the SDE; :func:`sample_ode`
 integrates it from a prior draw at T down to ``eps``, :func:`encode` from data at ``eps`` up to T,
-both with :func:`scoresde.core.ode.integrate` (torchdiffeq on tensors, or scipy).
+both with :func:`scoresde.core.ode.integrate` (on tensors, or scipy).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from torch import Tensor
 from ..core import ode
 from ..core.checks import CheckedScore, check_eps, start_state
 from ..core.sde import SDE
+from .pc import reverse_diffusion
 
 __all__ = ["sample_ode", "encode", "flow"]
 
@@ -24,13 +25,18 @@ ScoreFn = Callable[[Tensor, Tensor], Tensor]
 def flow(sde: SDE, score: ScoreFn) -> ode.Func:
     """``dx/dt`` of the probability-flow ODE (Eq. 13): ``f x - g^2 s / 2``, as an ``ode.Func``.
 
-    ``ode.integrate`` keeps every evaluation inside the integration interval.
+    ``ode.integrate`` keeps every evaluation inside the integration interval. The whole batch
+    shares the time ``t``, so ``f(t)`` and ``g(t)^2 / 2`` are taken once per evaluation at that
+    one time (0-d, on the device of x) and the drift is two products and a difference on x;
+    ``score`` sees ``t`` repeated for the batch (a view, ``(B,)``).
     """
 
     def f(t: Tensor, y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         x = y[0]
         tv = t.to(x.dtype).expand(x.shape[0])
-        return (sde.probability_flow_drift(x, tv, score(x, tv)),)
+        one = tv[:1]
+        f_t, half_g2 = sde.f(one).reshape(()), 0.5 * (sde.g(one) ** 2).reshape(())
+        return (f_t * x - half_g2 * score(x, tv),)
 
     return f
 
@@ -68,10 +74,9 @@ def sample_ode(
     x = start_state(sde, shape, z, generator, device, dtype, "z")
     with CheckedScore(score_fn) as score:
         (x,), _ = ode.integrate(flow(sde, score), (x,), sde.T, eps, method, rtol, atol, steps)
-    if denoise:
+    if denoise:  # the mean of one reverse-diffusion step at eps
         t = torch.full(x.shape[:1], eps, device=x.device, dtype=x.dtype)
-        f, _ = sde.reverse_discretize(x, t, score(x, t))
-        x = x - f
+        _, x = reverse_diffusion(sde, score, x, t, noise=torch.zeros_like(x))
     return x, score.finish()
 
 

@@ -68,11 +68,12 @@ def check_order(order: int, valid: tuple[int, ...]) -> int:
     return order
 
 
-def combine(weights: list[float], values: list[Tensor]) -> Tensor:
-    """``sum_j w_j v_j`` for host weights and tensors."""
+def combine(weights: list[float] | list[Tensor], values: list[Tensor]) -> Tensor:
+    """``sum_j w_j v_j`` for host weights or 0-d tensors (:func:`._shared.on_device`); one
+    fused product-sum per term after the first, into the one new tensor."""
     out = weights[0] * values[0]
     for w, v in zip(weights[1:], values[1:]):
-        out = out + w * v
+        out = out.addcmul_(w, v) if isinstance(w, Tensor) else out.add_(v, alpha=w)
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -50,24 +51,133 @@ def _z(x: Tensor, generator: torch.Generator | None, noise: Tensor | None) -> Te
     return noise
 
 
+# ---- the steps as kernels ---------------------------------------------------------------------
+# Every built-in step is a pair: the coefficients it takes from the SDE at the times ``t`` (each
+# shaped like ``t``) and an update ``(x, s, z, *coefficients) -> (x, x_mean)`` with the score
+# ``s`` and the draw ``z``. The public step functions apply the coefficients per example;
+# ``sample_pc`` computes them once on its whole grid (one vectorised evaluation on the sampler's
+# device) and hands each step its 0-d values, so the loop does tensor arithmetic on x only.
+class _Kernel(NamedTuple):
+    coefficients: Callable[..., tuple[Tensor, ...]]  # (sde, t[, snr]) -> tensors shaped like t
+    update: Callable[..., Step]  # (x, s, z, *coefficients) -> (x, x_mean)
+
+
+def _em_coefficients(sde: SDE, t: Tensor) -> tuple[Tensor, ...]:
+    """``(f, g^2, dt, g sqrt(-dt))`` with dt = -T/N."""
+    dt = -sde.T / sde.N
+    g = sde.g(t)
+    return sde.f(t), g**2, torch.full_like(t, dt), g * math.sqrt(-dt)
+
+
+def _em_update(x: Tensor, s: Tensor, z: Tensor, f, g2, dt, noise_std) -> Step:
+    """``x_mean = x + [f x - g^2 s] dt``, ``x = x_mean + g sqrt(-dt) z``."""
+    x_mean = x + (f * x - g2 * s) * dt
+    return x_mean + noise_std * z, x_mean
+
+
+def _rd_coefficients(sde: SDE, t: Tensor) -> tuple[Tensor, ...]:
+    """``(a, G^2, G)`` of the SDE's discrete chain ``x_{i+1} = x_i + a x_i + G z`` (linear in x:
+    ``sde.discretize`` at x = 1 gives a)."""
+    f, G = sde.discretize(torch.ones_like(t)[:, None], t)
+    return f[:, 0], G**2, G
+
+
+def _rd_update(x: Tensor, s: Tensor, z: Tensor, a, G2, G) -> Step:
+    """Eq. 46: ``x_mean = x - (a x - G^2 s)``, ``x = x_mean + G z``."""
+    x_mean = x - (a * x - G2 * s)
+    return x_mean + G * z, x_mean
+
+
+def _ancestral_coefficients(sde: SDE, t: Tensor) -> tuple[Tensor, ...]:
+    """``(k, c, s_t) = sde.ancestral(t)``; sub-VP raises ``ValueError``."""
+    return sde.ancestral(t)
+
+
+def _ancestral_update(x: Tensor, s: Tensor, z: Tensor, k, c, std) -> Step:
+    """Eq. 47: ``x_mean = (x + k s) / c``, ``x = x_mean + s_t z``."""
+    x_mean = (x + k * s) / c
+    return x_mean + std * z, x_mean
+
+
+def _mean_norm(v: Tensor) -> Tensor:
+    """Mean over the batch of the per-example Euclidean norms: one scalar for the batch."""
+    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).mean()
+
+
+def _langevin_coefficients(sde: SDE, t: Tensor, snr: float) -> tuple[Tensor, ...]:
+    """``(snr, alpha_i)``."""
+    return torch.full_like(t, snr), sde.langevin_alpha(t)
+
+
+def _langevin_update(x: Tensor, s: Tensor, z: Tensor, snr, alpha) -> Step:
+    """``x <- x + e s + sqrt(2 e) z``, ``e = (snr ||z|| / ||s||)^2 2 alpha`` (batch-mean norms)."""
+    e = (snr * _mean_norm(z) / _mean_norm(s)) ** 2 * 2 * alpha
+    x_mean = x + e * s
+    return x_mean + torch.sqrt(2 * e) * z, x_mean
+
+
+def _ald_coefficients(sde: SDE, t: Tensor, snr: float) -> tuple[Tensor, ...]:
+    """``(e, sqrt(2 e))`` with ``e = (snr sigma(t))^2 2 alpha_i``."""
+    e = (snr * sde.sigma(t)) ** 2 * 2 * sde.langevin_alpha(t)
+    return e, torch.sqrt(2 * e)
+
+
+def _ald_update(x: Tensor, s: Tensor, z: Tensor, e, root_2e) -> Step:
+    """``x_mean = x + e s``, ``x = x_mean + sqrt(2 e) z``."""
+    x_mean = x + e * s
+    return x_mean + root_2e * z, x_mean
+
+
+def _iterate(update: Callable[..., Step], score_fn, x, t, c, n_steps: int, draw) -> Step:
+    """``n_steps`` updates at the time ``t`` with coefficients ``c``; ``draw(x, i)`` is the i-th
+    draw (made after the score, as every step does)."""
+    x_mean = x
+    for i in range(n_steps):
+        s = score_fn(x, t)
+        x, x_mean = update(x, s, draw(x, i), *c)
+    return x, x_mean
+
+
+def _per_example(kernel: _Kernel, sde: SDE, x: Tensor, t: Tensor, *args) -> list[Tensor]:
+    """The kernel's coefficients at the ``(B,)`` times ``t``, shaped to broadcast against x."""
+    return [bcast(c, x) for c in kernel.coefficients(sde, t, *args)]
+
+
+def _predict(kernel: _Kernel, sde, score_fn, x, t, generator, noise) -> Step:
+    """A predictor's step at the ``(B,)`` times ``t``: one update."""
+    c = _per_example(kernel, sde, x, t)
+    return _iterate(kernel.update, score_fn, x, t, c, 1, lambda x, i: _z(x, generator, noise))
+
+
+def _correct(kernel: _Kernel, sde, score_fn, x, t, snr, n_steps, generator, noise) -> Step:
+    """A corrector's ``n_steps`` updates at the ``(B,)`` times ``t``."""
+    c = _per_example(kernel, sde, x, t, snr)
+    draw = lambda x, i: _z_i(x, generator, noise, i, n_steps)  # noqa: E731
+    return _iterate(kernel.update, score_fn, x, t, c, n_steps, draw)
+
+
+_EM = _Kernel(_em_coefficients, _em_update)
+_RD = _Kernel(_rd_coefficients, _rd_update)
+_ANCESTRAL = _Kernel(_ancestral_coefficients, _ancestral_update)
+_LANGEVIN = _Kernel(_langevin_coefficients, _langevin_update)
+_ALD = _Kernel(_ald_coefficients, _ald_update)
+
+
 # ---- predictors ------------------------------------------------------------------------------
 def euler_maruyama(
     sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor, generator=None, noise=None
 ) -> Step:
     """Euler-Maruyama step of the reverse SDE with dt = -T/N:
     ``x_mean = x + [f x - g^2 s] dt``, ``x = x_mean + g sqrt(-dt) z``."""
-    dt = -sde.T / sde.N
-    x_mean = x + sde.reverse_drift(x, t, score_fn(x, t)) * dt
-    return x_mean + bcast(sde.g(t) * math.sqrt(-dt), x) * _z(x, generator, noise), x_mean
+    return _predict(_EM, sde, score_fn, x, t, generator, noise)
 
 
 def reverse_diffusion(
     sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor, generator=None, noise=None
 ) -> Step:
-    """Reverse diffusion step (the paper's Eq. 46): ``x_mean = x - f_rev``, ``x = x_mean + G z``."""
-    f, G = sde.reverse_discretize(x, t, score_fn(x, t))
-    x_mean = x - f
-    return x_mean + bcast(G, x) * _z(x, generator, noise), x_mean
+    """Reverse diffusion step (the paper's Eq. 46): ``x_mean = x - f_rev``, ``x = x_mean + G z``
+    with ``f_rev = f_i - G_i^2 s`` from the SDE's discrete chain ``(f_i, G_i) = sde.discretize``."""
+    return _predict(_RD, sde, score_fn, x, t, generator, noise)
 
 
 def ancestral(
@@ -75,9 +185,7 @@ def ancestral(
 ) -> Step:
     """Ancestral sampling of the SMLD / DDPM chain (Eq. 47): ``x_mean = (x + k s) / c``,
     ``x = x_mean + s_t z`` with ``(k, c, s_t) = sde.ancestral(t)``; sub-VP raises ``ValueError``."""
-    k, c, s = sde.ancestral(t)
-    x_mean = (x + bcast(k, x) * score_fn(x, t)) / bcast(c, x)
-    return x_mean + bcast(s, x) * _z(x, generator, noise), x_mean
+    return _predict(_ANCESTRAL, sde, score_fn, x, t, generator, noise)
 
 
 def none_predictor(
@@ -100,11 +208,6 @@ def _z_i(x: Tensor, generator, noise: Tensor | None, i: int, n_steps: int) -> Te
     return _z(x, generator, noise)
 
 
-def _mean_norm(v: Tensor) -> Tensor:
-    """Mean over the batch of the per-example Euclidean norms: one scalar for the batch."""
-    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).mean()
-
-
 def langevin(
     sde: SDE,
     score_fn: ScoreFn,
@@ -117,15 +220,7 @@ def langevin(
 ) -> Step:
     """Langevin corrector (Algorithms 4-5): ``n_steps`` of ``x <- x + e s + sqrt(2 e) z`` with
     ``e = (snr ||z|| / ||s||)^2 2 alpha``, norms averaged over the batch as in the official code."""
-    alpha = bcast(sde.langevin_alpha(t), x)
-    x_mean = x
-    for i in range(n_steps):
-        s = score_fn(x, t)
-        z = _z_i(x, generator, noise, i, n_steps)
-        e = (snr * _mean_norm(z) / _mean_norm(s)) ** 2 * 2 * alpha
-        x_mean = x + e * s
-        x = x_mean + torch.sqrt(2 * e) * z
-    return x, x_mean
+    return _correct(_LANGEVIN, sde, score_fn, x, t, snr, n_steps, generator, noise)
 
 
 def ald(
@@ -139,12 +234,7 @@ def ald(
     noise=None,
 ) -> Step:
     """Annealed Langevin dynamics (SMLD): step size ``e = (snr sigma(t))^2 2 alpha`` per example."""
-    e = bcast((snr * sde.sigma(t)) ** 2 * 2 * sde.langevin_alpha(t), x)
-    x_mean = x
-    for i in range(n_steps):
-        x_mean = x + e * score_fn(x, t)
-        x = x_mean + torch.sqrt(2 * e) * _z_i(x, generator, noise, i, n_steps)
-    return x, x_mean
+    return _correct(_ALD, sde, score_fn, x, t, snr, n_steps, generator, noise)
 
 
 def none_corrector(
@@ -171,6 +261,13 @@ CORRECTORS: dict[str, Callable[..., Step]] = {
     "langevin": langevin,
     "ald": ald,
     "none": none_corrector,
+}
+_KERNELS: dict[Callable[..., Step], _Kernel] = {
+    euler_maruyama: _EM,
+    reverse_diffusion: _RD,
+    ancestral: _ANCESTRAL,
+    langevin: _LANGEVIN,
+    ald: _ALD,
 }
 
 
@@ -207,6 +304,30 @@ def _latent(z: Tensor | None, x: Tensor | None) -> tuple[Tensor | None, str]:
     if z is not None and x is not None:
         raise ValueError("give the start latent as z or as x, not both")
     return (z, "z") if x is None else (x, "x")
+
+
+def _grid(sde: SDE, eps: float, x: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The times ``linspace(T, eps, N)`` (dtype and device of x) and the ``(B,)`` time of every
+    step: views of it, made once."""
+    grid = torch.linspace(sde.T, eps, sde.N, device=x.device, dtype=x.dtype)
+    return grid, grid[:, None].expand(sde.N, x.shape[0]).unbind(0)
+
+
+def _on_grid(step: Callable[..., Step], sde, score, grid, ts, generator, corrector=None):
+    """``step_i(i, x) -> (x, x_mean)``: the step at the i-th time of ``grid``, made once per call
+    (``corrector``: a corrector's ``(snr, n_steps)``; None for a predictor).
+
+    A built-in step takes its coefficients computed once on the whole grid (0-d tensors on the
+    device of x, one per step); any other step function is called as it is.
+    """
+    args, n_steps = (corrector, corrector[1]) if corrector else ((), 1)
+    kernel = next((k for f, k in _KERNELS.items() if f is step), None)  # any callable: no hash
+    if kernel is None or n_steps == 0:
+        return lambda i, x: step(sde, score, x, ts[i], *args, generator)
+    coefficients = kernel.coefficients(sde, grid, *args[:1])  # a corrector's also take snr
+    per_step = list(zip(*(c.unbind(0) for c in coefficients)))
+    draw = lambda x, i: randn(x, generator)  # noqa: E731
+    return lambda i, x: _iterate(kernel.update, score, x, ts[i], per_step[i], n_steps, draw)
 
 
 def sample_pc(
@@ -257,15 +378,15 @@ def sample_pc(
     eps = check_eps(sde, eps)
     z, what = _latent(z, x)
     x = start_state(sde, shape, z, generator, device, dtype, what)
-    # The (B,) time of every step, precomputed: views of one linspace.
-    grid = torch.linspace(sde.T, eps, sde_n.N, device=x.device, dtype=x.dtype)
-    ts = grid[:, None].expand(sde_n.N, x.shape[0])
+    grid, ts = _grid(sde_n, eps, x)
     _check_chain(sde_n, predict, correct, grid, f"predictor {predictor!r}, corrector {corrector!r}")
     score = CheckedScore(score_fn)
+    corrector_i = _on_grid(correct, sde_n, score, grid, ts, generator, (snr, M))
+    predictor_i = _on_grid(predict, sde_n, score, grid, ts, generator)
     x_mean = x
     for i in range(sde_n.N):
-        x, x_mean = correct(sde_n, score, x, ts[i], snr, M, generator)
-        x, x_mean = predict(sde_n, score, x, ts[i], generator)
+        x, x_mean = corrector_i(i, x)
+        x, x_mean = predictor_i(i, x)
         if callback is not None:
             callback(i, ts[i], x, x_mean)
     return (x_mean if denoise else x), score.finish()
