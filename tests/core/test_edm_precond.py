@@ -3,7 +3,9 @@
 The oracle network is EDM's F for the exact denoiser of the Gaussian mixture,
 ``F = (D* - c_skip x^) / c_out``, computed only from what a network is fed (``c_in x^`` and
 ``c_noise``). D* = E[x0 | x_t] comes from the Gaussian conditioning formulas, not from the
-mixture's score, so the tests also check Tweedie's ``s = (alpha D - x) / sigma^2``.
+mixture's score, so the tests also check Tweedie's ``s = (alpha D - x) / sigma^2``. EDM's
+sigma_d is the model's ``sigma_data`` (default ``SIGMA_DATA`` = 0.5); the tests run the
+default and sigma_d = 1.3, data of another scale.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 import scoresde as sd
-from scoresde.core.losses import EDM_P_MEAN, EDM_P_STD, dsm_loss, sample_t
+from scoresde.core.losses import EDM_P_MEAN, EDM_P_STD, WEIGHTINGS, dsm_loss, sample_t
 from scoresde.core.mixture import GaussianMixture
 from scoresde.core.score import SIGMA_DATA, ScoreModel, edm_coefficients, edm_sigma
 from scoresde.data import toy_mixture
@@ -23,7 +25,10 @@ from scoresde.training.config import (
     ConfigError,
     apply_overrides,
     build_score_model,
+    config_from_dict,
+    config_to_dict,
     load_config,
+    resume_changes,
     with_data_shape,
 )
 from scoresde.training.evaluate import mean_test_loss
@@ -31,6 +36,7 @@ from scoresde.training.loop import setup, train
 
 F64, F32 = torch.float64, torch.float32
 TIMES = [1e-3, 0.1, 0.5, 1.0]
+SIGMA_DS = [SIGMA_DATA, 1.3]  # the default and data of another scale
 
 
 def exact_denoiser(gm, sde, x, t):
@@ -46,22 +52,24 @@ def exact_denoiser(gm, sde, x, t):
 
 
 class OracleF(nn.Module):
-    """EDM's raw network for the exact denoiser, plus ``delta * tanh(x_in)`` (a perturbation)."""
+    """EDM's raw network for the exact denoiser, plus ``delta * tanh(x_in)`` (a perturbation),
+    for the preconditioning of ``sigma_d``."""
 
-    def __init__(self, gm, sde, delta: float = 0.0):
+    def __init__(self, gm, sde, delta: float = 0.0, sigma_d: float = SIGMA_DATA):
         super().__init__()
-        self.gm, self.sde, self.delta = gm, sde, delta
+        self.gm, self.sde, self.delta, self.sigma_d = gm, sde, delta, sigma_d
 
     def forward(self, x_in, c_noise):
         t = self.sde.t_of_log_snr(-4 * c_noise)  # c_noise = ln(sigma^) / 4 = -log_snr / 4
-        c_skip, c_out, c_in, _ = (c[:, None] for c in edm_coefficients(torch.exp(4 * c_noise)))
+        c = edm_coefficients(torch.exp(4 * c_noise), self.sigma_d)
+        c_skip, c_out, c_in, _ = (ci[:, None] for ci in c)
         x_hat = x_in / c_in
         D = exact_denoiser(self.gm, self.sde, self.sde.alpha(t)[:, None] * x_hat, t)
         return (D - c_skip * x_hat) / c_out + self.delta * torch.tanh(x_in)
 
 
-def edm_model(gm, sde, delta: float = 0.0) -> ScoreModel:
-    return ScoreModel(OracleF(gm, sde, delta), sde, "edm", "edm")
+def edm_model(gm, sde, delta: float = 0.0, sigma_d: float = SIGMA_DATA) -> ScoreModel:
+    return ScoreModel(OracleF(gm, sde, delta, sigma_d), sde, "edm", "edm", sigma_data=sigma_d)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-12, atol: float = 0.0) -> None:
@@ -74,24 +82,32 @@ def _times(t: float, n: int) -> torch.Tensor:
 
 
 # ---- the parameterization is exact -------------------------------------------------------------
+@pytest.mark.parametrize("sigma_d", SIGMA_DS)
 @pytest.mark.parametrize("t", TIMES)
-def test_exact_denoiser_gives_the_exact_score(sde, mixture, t):
+def test_exact_denoiser_gives_the_exact_score(sde, mixture, t, sigma_d):
     # Float64 round-off: D* is known to a few ulps of |x^|, and any denoiser-to-score map
     # (Tweedie, s = (alpha D - x) / sigma^2) multiplies that by alpha / sigma^2, so the bound is
     # |s - s*| <= k eps (|x| / sigma^2 + |s*|); measured k <= 6.1 over these SDEs and times
     # (relative error 1e-11 and below, 8e-8 for sub-VP at t = 1e-3 where sigma = 1.1e-4), k = 100.
+    # Same bound for sigma_d = 1.3 (measured k <= 6.0). The oracle read with another sigma_d
+    # than it was built for misses by >= 2e7 of these ulps (measured): the model uses its own.
     x = mixture.sample_t(256, sde, t, torch.Generator().manual_seed(0))
     tt = _times(t, 256)
-    model = edm_model(mixture, sde)
+    model = edm_model(mixture, sde, sigma_d=sigma_d)
+    assert model.sigma_data == sigma_d
     s, s_exact = model(x, tt), mixture.score(x, tt, sde)
     norm = lambda v: v.norm(dim=1)  # noqa: E731
     ulp = torch.finfo(F64).eps * (norm(x) / sde.sigma(tt) ** 2 + norm(s_exact))
     assert (norm(s - s_exact) <= 100 * ulp).all()
+    other = 1.3 if sigma_d == SIGMA_DATA else SIGMA_DATA
+    wrong = ScoreModel(model.net, sde, "edm", "edm", sigma_data=other)(x, tt)
+    assert (norm(wrong - s_exact) > 100 * ulp).all()
     D = model.denoise(x, tt)
     assert (D - exact_denoiser(mixture, sde, x, tt)).abs().max() < 1e-10
 
 
-def test_label_input_and_other_parameterizations(sde):
+@pytest.mark.parametrize("sigma_d", SIGMA_DS)
+def test_label_input_and_other_parameterizations(sde, sigma_d):
     # The network sees c_in x^ = x / sqrt(sigma^2 + alpha^2 sigma_d^2) and c_noise = ln(sigma^)/4;
     # every other parameterization is fed x itself (the same tensor).
     seen = []
@@ -103,35 +119,38 @@ def test_label_input_and_other_parameterizations(sde):
 
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(9), dtype=F64)
     t = torch.linspace(0.01, 1.0, 5, dtype=F64)
-    ScoreModel(Probe(), sde, "edm", "edm")(x, t)
+    ScoreModel(Probe(), sde, "edm", "edm", sigma_data=sigma_d)(x, t)
     sig_hat = sde.sigma(t) / sde.alpha(t)
-    _, _, c_in, c_noise = edm_coefficients(sig_hat)
+    _, _, c_in, c_noise = edm_coefficients(sig_hat, sigma_d)
+    assert torch.allclose(c_in, 1 / torch.sqrt(sig_hat**2 + sigma_d**2), rtol=1e-15, atol=0)
     _close(seen[0][0], c_in[:, None] * x / sde.alpha(t)[:, None], rtol=1e-14, atol=0)
     _close(seen[0][1], c_noise, rtol=1e-14, atol=1e-15)
     _close(edm_sigma(sde, t), sig_hat, rtol=1e-14, atol=0)
     for p in ("score", "noise", "scaled", "drift"):
-        ScoreModel(Probe(), sde, p, "t")(x, t)
+        ScoreModel(Probe(), sde, p, "t", sigma_data=sigma_d)(x, t)
         assert seen[-1][0] is x
 
 
 # ---- EDM's identities ---------------------------------------------------------------------------
-def test_coefficient_identities_in_closed_form():
+@pytest.mark.parametrize("sigma_d", SIGMA_DS)
+def test_coefficient_identities_in_closed_form(sigma_d):
     # Data of std sigma_d, x^ = x0 + sigma^ n: Var(c_in x^) = c_in^2 (sigma_d^2 + sigma^^2) = 1,
     # Var(F_target) = ((1 - c_skip)^2 sigma_d^2 + c_skip^2 sigma^^2) / c_out^2 = 1, and EDM's
     # weight lambda = (sigma^^2 + sigma_d^2) / (sigma^ sigma_d)^2 is 1 / c_out^2.
     sig = torch.logspace(-3, 3, 61, dtype=F64)
-    c_skip, c_out, c_in, c_noise = edm_coefficients(sig)
-    sd2 = SIGMA_DATA**2
+    c_skip, c_out, c_in, c_noise = edm_coefficients(sig, sigma_d)
+    sd2 = sigma_d**2
     one = torch.ones_like(sig)
     _close(c_in**2 * (sd2 + sig**2), one, rtol=1e-14, atol=0)
     var_target = ((1 - c_skip) ** 2 * sd2 + c_skip**2 * sig**2) / c_out**2
     _close(var_target, one, rtol=1e-12, atol=0)
-    _close((sig**2 + sd2) / (sig * SIGMA_DATA) ** 2 * c_out**2, one)
+    _close((sig**2 + sd2) / (sig * sigma_d) ** 2 * c_out**2, one)
     _close(c_noise, 0.25 * sig.log())
 
 
+@pytest.mark.parametrize("sigma_d", SIGMA_DS)
 @pytest.mark.parametrize("t", TIMES)
-def test_unit_variance_input_and_target_on_gaussian_data(sde, t):
+def test_unit_variance_input_and_target_on_gaussian_data(sde, t, sigma_d):
     # x0 ~ N(0, sigma_d^2 I). With F = 0 the edm-weighted loss is ||F_target||^2, chi^2 with D
     # degrees of freedom if the target has unit variance; the network's input has unit variance
     # per coordinate. Both within 5 standard errors of their sample means (CLT).
@@ -144,19 +163,20 @@ def test_unit_variance_input_and_target_on_gaussian_data(sde, t):
             return torch.zeros_like(x_in)
 
     g = torch.Generator().manual_seed(1)
-    x0 = SIGMA_DATA * torch.randn(n, D, generator=g, dtype=F64)
-    loss = dsm_loss(
-        sde, ScoreModel(Zero(), sde, "edm", "edm"), x0, "edm", generator=g, t=_times(t, n)
-    )
+    x0 = sigma_d * torch.randn(n, D, generator=g, dtype=F64)
+    model = ScoreModel(Zero(), sde, "edm", "edm", sigma_data=sigma_d)
+    loss = dsm_loss(sde, model, x0, "edm", generator=g, t=_times(t, n))
     se = math.sqrt(2 * D / n)
     assert abs(loss.mean().item() - D) < 5 * se
     sq = inputs[0].pow(2).mean(1)  # E x_in^2 = 1 per coordinate, Var(mean of D squares) = 2 / D
     assert abs(sq.mean().item() - 1) < 5 * math.sqrt(2 / D / n)
 
 
-def test_edm_weighting_is_the_unit_weight_regression_of_F(sde):
+@pytest.mark.parametrize("sigma_d", SIGMA_DS)
+def test_edm_weighting_is_the_unit_weight_regression_of_F(sde, sigma_d):
     # lambda ||s + z/sigma||^2 with the edm weighting equals ||F - F_target||^2, F_target =
-    # (x0 - c_skip x^) / c_out, for any network output (same t and z; round-off only).
+    # (x0 - c_skip x^) / c_out, for any network output (same t and z; round-off only). The loss
+    # reads sigma_d from the model; passed explicitly (a wrapper without it) it is the same.
     class Some(nn.Module):
         def forward(self, x_in, label):
             return torch.tanh(x_in) * (1 + label[:, None])
@@ -164,15 +184,81 @@ def test_edm_weighting_is_the_unit_weight_regression_of_F(sde):
     n = 512
     x0 = torch.randn(n, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
     t = torch.linspace(1e-3, 1.0, n, dtype=F64)
-    model = ScoreModel(Some(), sde, "edm", "edm")
+    model = ScoreModel(Some(), sde, "edm", "edm", sigma_data=sigma_d)
     loss = dsm_loss(sde, model, x0, "edm", generator=torch.Generator().manual_seed(3), t=t)
+    wrapped = dsm_loss(
+        sde, lambda x, t: model(x, t), x0, "edm", generator=torch.Generator().manual_seed(3),
+        t=t, sigma_data=sigma_d,
+    )  # fmt: skip
+    assert torch.equal(loss, wrapped)
     z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
     sig_hat = edm_sigma(sde, t)
-    c_skip, c_out, c_in, c_noise = (c[:, None] for c in edm_coefficients(sig_hat))
+    c_skip, c_out, c_in, c_noise = (c[:, None] for c in edm_coefficients(sig_hat, sigma_d))
     x_hat = x0 + sig_hat[:, None] * z
     F = Some()(c_in * x_hat, c_noise[:, 0])
     expected = (F - (x0 - c_skip * x_hat) / c_out).pow(2).sum(1)
     _close(loss, expected, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("sigma_d", SIGMA_DS)
+def test_edm_weighting_is_edm_lambda_on_the_denoiser_error(sde, sigma_d):
+    # EDM's Eq. 8: lambda_D ||D - x0||^2, lambda_D = (sigma^^2 + sigma_d^2) / (sigma^ sigma_d)^2,
+    # D the model's denoiser at x_t = alpha x0 + sigma z (same t and z), for a model of another
+    # parameterization: the weighting reads sigma_d from the model. Round-off: D - x0 ~ sigma z
+    # is a difference of O(1) terms, relative error ~ eps / sigma (2e-12 at the smallest sigma
+    # here, 1.1e-4 for sub-VP); measured max 1.6e-12 (sub-VP), 3e-14 for VE and VP; bound 1e-10.
+    class Some(nn.Module):
+        def forward(self, x_in, label):
+            return torch.sin(x_in) * (1 + label[:, None])
+
+    n = 256
+    x0 = torch.randn(n, 3, generator=torch.Generator().manual_seed(12), dtype=F64)
+    t = torch.linspace(1e-3, 1.0, n, dtype=F64)
+    model = ScoreModel(Some(), sde, "noise", "t", sigma_data=sigma_d)
+    loss = dsm_loss(sde, model, x0, "edm", generator=torch.Generator().manual_seed(13), t=t)
+    z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(13), dtype=F64)
+    mean, sigma = sde.marginal_prob(x0, t)
+    x_t = mean + sigma[:, None] * z
+    sig_hat = sigma / sde.alpha(t)
+    lam_D = (sig_hat**2 + sigma_d**2) / (sig_hat * sigma_d) ** 2
+    with torch.no_grad():
+        expected = lam_D * (model.denoise(x_t, t) - x0).pow(2).sum(1)
+    _close(loss, expected, rtol=1e-10)
+    lam = sigma**2 * (sig_hat**2 + sigma_d**2) / sigma_d**2  # the same, on ||s + z/sigma||^2
+    _close(WEIGHTINGS["edm"](sde, t, sigma_d), lam, rtol=1e-14)
+
+
+def test_default_sigma_d_reproduces_the_old_values(sde):
+    # The edm formulas read the constant 0.5 before sigma_d was a field; those expressions,
+    # written out here, give the same bits as the default model, input and weighting.
+    seen = []
+
+    class Some(nn.Module):
+        def forward(self, x_in, label):
+            seen.append(x_in)
+            return torch.tanh(x_in) * (1 + label[:, None])
+
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(14), dtype=F64)
+    t = torch.linspace(1e-3, 1.0, 64, dtype=F64)
+    model = ScoreModel(Some(), sde, "edm", "edm")
+    assert model.sigma_data == SIGMA_DATA == 0.5
+    s = model(x, t)
+    alpha, sigma = sde.alpha(t), sde.sigma(t)
+    sig_hat = sigma / alpha
+    c_out = sig_hat * 0.5 / torch.sqrt(sig_hat**2 + 0.5**2)
+    x_in = x / torch.sqrt(sigma**2 + (alpha * 0.5) ** 2)[:, None]
+    o = torch.tanh(x_in) * (1 + (-0.25 * sde.log_snr(t))[:, None])
+    x_coef = 1 / (sigma**2 + (alpha * 0.5) ** 2)
+    old = (alpha * c_out / sigma**2)[:, None] * o - x_coef[:, None] * x
+    assert torch.equal(seen[0], x_in) and torch.equal(s, old)
+    old_lam = sde.sigma(t) ** 2 * (1 + (edm_sigma(sde, t) / 0.5) ** 2)
+    assert torch.equal(WEIGHTINGS["edm"](sde, t), old_lam)
+    g = lambda: torch.Generator().manual_seed(15)  # noqa: E731
+    plain = dsm_loss(sde, lambda x, t: -x, x, "edm", generator=g(), t=t)  # no sigma_data: 0.5
+    assert torch.equal(plain, dsm_loss(sde, lambda x, t: -x, x, "edm", generator=g(), t=t,
+                                       sigma_data=0.5))  # fmt: skip
+    assert not torch.equal(plain, dsm_loss(sde, lambda x, t: -x, x, "edm", generator=g(), t=t,
+                                           sigma_data=1.3))  # fmt: skip
 
 
 # ---- training objective --------------------------------------------------------------------------
@@ -280,3 +366,59 @@ def test_tiny_training_run_approaches_the_exact_loss(tmp_path):
     run.close()
     after = train(cfg, tmp_path, overwrite=True)["test_loss"]
     assert before - after > 0.3 * (before - best), (before, after, best)
+
+
+def test_config_sigma_data_reaches_the_model_and_is_checked():
+    base = load_config("toy_swissroll_vp")
+    assert base.model.sigma_data == SIGMA_DATA
+    cfg = with_data_shape(apply_overrides(base, [*EDM, "model.sigma_data=1.3"]), (2,))
+    assert build_score_model(cfg).sigma_data == 1.3
+    for bad in ("0", "-1", ".nan", ".inf", "abc"):
+        with pytest.raises(ConfigError, match="model.sigma_data"):
+            apply_overrides(base, [f"model.sigma_data={bad}"])
+    d = config_to_dict(cfg)  # a checkpoint's config written before the field existed
+    del d["model"]["sigma_data"]
+    assert config_from_dict(d).model.sigma_data == 0.5
+    assert build_score_model(config_from_dict(d)).sigma_data == 0.5
+    with pytest.raises(ConfigError, match="model.sigma_data"):
+        resume_changes(cfg, apply_overrides(cfg, ["model.sigma_data=2.0"]))
+    with pytest.raises(ValueError, match="positive finite"):
+        ScoreModel(nn.Identity(), sd.VPSDE(), "edm", "edm", 0.0)
+    with pytest.raises(ValueError, match="positive finite"):
+        dsm_loss(sd.VPSDE(), lambda x, t: x, torch.zeros(2, 2), "edm", sigma_data=-1.0)
+
+
+def test_an_old_checkpoint_loads_with_the_default_sigma_d():
+    from pathlib import Path
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "toy_checkpoint_v1.pt"
+    model, cfg, _ = sd.load_model(fixture)
+    assert cfg.model.sigma_data == 0.5 and model.sigma_data == 0.5
+
+
+def test_the_trainer_hands_sigma_d_to_the_loss(tmp_path):
+    # Under several processes the loss sees a wrapper of the model (loop._rows_score) that has no
+    # sigma_data, so the trainer passes the model's own: one update through such a wrapper gives
+    # the per-example losses of the model itself (same indices, t and z), bit for bit. The test
+    # loss reads sigma_d from the EMA model.
+    from scoresde.training.evaluate import EVAL_SEED
+    from scoresde.training.loop import _update
+
+    cfg = apply_overrides(load_config("toy_mixture_vp"), [*TINY, *EDM, "model.sigma_data=1.3"])
+    run = setup(cfg, tmp_path)
+    try:
+        assert run.model.sigma_data == run.ema_model.sigma_data == 1.3
+        tc, sde = run.cfg.train, run.model.sde
+        g = torch.Generator().manual_seed(tc.seed + EVAL_SEED)
+        test = dsm_loss(sde, run.ema_model, run.test_x, "edm", tc.eps, g, sigma_data=1.3)
+        assert mean_test_loss(run.ema_model, run.test_x, run.cfg) == pytest.approx(
+            test.double().mean().item(), rel=1e-12
+        )  # the same float32 losses (one chunk), summed in float64 in another order
+        g = torch.Generator().set_state(run.gen.get_state())
+        x0 = run.train_x[torch.randint(run.train_x.shape[0], (tc.batch_size,), generator=g)]
+        expected = dsm_loss(sde, run.model, x0, "edm", tc.eps, g)
+        run.score_fn = lambda x, t: run.model(x, t)  # a wrapper without sigma_data
+        per_example, _ = _update(run, tc.lr)
+        assert torch.equal(per_example.detach(), expected.detach())
+    finally:
+        run.close()

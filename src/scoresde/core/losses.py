@@ -10,7 +10,9 @@ whose expectation over t ~ U(eps, T), x0 and z is minimised by the exact score o
 lambda = g^2 (Song et al. 2021b, "Maximum likelihood training of score-based diffusion models")
 and ``"edm"``, EDM's weight (Karras et al. 2022, Eq. 8 and Table 1)
 lambda_D = (sigma^^2 + sigma_d^2) / (sigma^ sigma_d)^2 on the denoiser error ||D - x0||^2, with
-sigma^ = sigma / alpha and sigma_d = ``score.SIGMA_DATA``. By Tweedie, D = (x_t + sigma^2 s) / alpha
+sigma^ = sigma / alpha and sigma_d the std of the data: ``sigma_data`` of :func:`dsm_loss`, by
+default the ``sigma_data`` of the ScoreModel passed as ``score_fn`` (``score.SIGMA_DATA`` = 0.5
+for a plain function). By Tweedie, D = (x_t + sigma^2 s) / alpha
 and x0 = (x_t - sigma z) / alpha, so D - x0 = (sigma^2 / alpha) (s + z / sigma) and
 
     lambda_D ||D - x0||^2 = lambda_D sigma^4 / alpha^2 ||s + z/sigma||^2,
@@ -47,7 +49,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_eps, check_score_output, lookup
-from .score import SIGMA_DATA, edm_sigma
+from .score import SIGMA_DATA, check_sigma_data, edm_sigma
 from .sde import SDE, bcast
 
 __all__ = [
@@ -67,20 +69,21 @@ EDM_P_MEAN, EDM_P_STD = -1.2, 1.2  # EDM's ln sigma^ ~ N(P_mean, P_std^2) (Karra
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def _lambda_score(sde: SDE, t: Tensor) -> Tensor:
+def _lambda_score(sde: SDE, t: Tensor, sigma_d: float = SIGMA_DATA) -> Tensor:
     return sde.sigma(t) ** 2
 
 
-def _lambda_likelihood(sde: SDE, t: Tensor) -> Tensor:
+def _lambda_likelihood(sde: SDE, t: Tensor, sigma_d: float = SIGMA_DATA) -> Tensor:
     return sde.g(t) ** 2
 
 
-def _lambda_edm(sde: SDE, t: Tensor) -> Tensor:
+def _lambda_edm(sde: SDE, t: Tensor, sigma_d: float = SIGMA_DATA) -> Tensor:
     # EDM's lambda_D times (sigma^2 / alpha)^2 (module docstring)
-    return sde.sigma(t) ** 2 * (1 + (edm_sigma(sde, t) / SIGMA_DATA) ** 2)
+    return sde.sigma(t) ** 2 * (1 + (edm_sigma(sde, t) / sigma_d) ** 2)
 
 
-WEIGHTINGS: dict[str, Callable[[SDE, Tensor], Tensor]] = {
+# (sde, t, sigma_d) -> lambda(t); sigma_d is EDM's std of the data (only ``edm`` uses it)
+WEIGHTINGS: dict[str, Callable[[SDE, Tensor, float], Tensor]] = {
     "score": _lambda_score,
     "likelihood": _lambda_likelihood,
     "edm": _lambda_edm,
@@ -170,6 +173,13 @@ def importance_weight(sde: SDE, t: Tensor, eps: float = 1e-5) -> Tensor:
     return Z * sde.sigma(t) ** 2 / (sde.g(t) ** 2 * (sde.T - eps))
 
 
+def _sigma_data(score_fn: ScoreFn, sigma_data: float | None) -> float:
+    """``sigma_data`` if given, else the ``sigma_data`` of ``score_fn``, else ``SIGMA_DATA``."""
+    if sigma_data is None:
+        sigma_data = getattr(score_fn, "sigma_data", SIGMA_DATA)
+    return check_sigma_data(sigma_data)
+
+
 def dsm_loss(
     sde: SDE,
     score_fn: ScoreFn,
@@ -180,6 +190,7 @@ def dsm_loss(
     t: Tensor | None = None,
     importance: bool = False,
     t_sampling: str = "uniform",
+    sigma_data: float | None = None,
 ) -> Tensor:
     """Per-example denoising score matching loss ``(B,)`` (module docstring).
 
@@ -194,8 +205,12 @@ def dsm_loss(
         importance: t is (or is drawn) from q(t) ~ g^2/sigma^2; the loss carries the weight 1/q.
         t_sampling: how t is drawn, a key of ``T_SAMPLING`` (``"log_normal"``: EDM's noise levels,
             no importance weight).
+        sigma_data: EDM's sigma_d for the ``edm`` weighting; None: ``score_fn.sigma_data`` (a
+            :class:`~scoresde.core.score.ScoreModel` keeps its own), else ``SIGMA_DATA``. Pass it
+            when ``score_fn`` wraps a model (as the trainer does under several processes).
     """
     lam_fn = lookup(WEIGHTINGS, weighting, "weighting", callables=False, sort=True)
+    sigma_d = _sigma_data(score_fn, sigma_data)
     _time_draw(t_sampling, importance)
     eps = check_eps(sde, eps, default=False)
     if not isinstance(x0, Tensor) or x0.ndim < 1 or x0.shape[0] == 0:
@@ -211,7 +226,7 @@ def dsm_loss(
     x_t = mean + bcast(sigma, x0) * z
     s = check_score_output(score_fn(x_t, t), x_t)
     residual = s + z / bcast(sigma, x0)  # s + z / sigma, Eq. 7
-    w = lam_fn(sde, t)
+    w = lam_fn(sde, t, sigma_d)
     if importance:
         w = w * importance_weight(sde, t, eps)
     return w * residual.reshape(B, -1).pow(2).sum(dim=1)

@@ -38,19 +38,26 @@ E[x0 | x], with
 
 and Tweedie's formula ``E[x0 | x] = (x + sigma^2 grad log p_t(x)) / alpha`` turns it into the exact
 score ``s = (alpha D - x) / sigma^2``, so every sampler and the likelihood take it unchanged.
-sigma_d should be the standard deviation of the data: :data:`SIGMA_DATA` = 0.5, EDM's choice for
-images in [-1, 1], and about right for the standardized toy sets too (their std is 1: the inputs
-and targets of F are then of unit scale within a factor 2).
+sigma_d should be the standard deviation of the data: :data:`SIGMA_DATA` = 0.5 by default, EDM's
+choice for images in [-1, 1], and about right for the standardized toy sets too (their std is 1:
+the inputs and targets of F are then of unit scale within a factor 2). Data of another scale set
+``ScoreModel(..., sigma_data=...)`` (``model.sigma_data`` in a config); the model keeps it as
+``model.sigma_data`` and the ``edm`` loss weighting reads it from there.
+
+Every entry of ``PARAMETERIZATIONS`` takes ``(o, x, t, sde, sigma_d)`` and every entry of
+``INPUTS`` ``(x, t, sde, sigma_d)``, with ``sigma_d`` defaulting to :data:`SIGMA_DATA`; only the
+``edm`` entries use it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from .checks import lookup
+from .checks import check_range, lookup, short
 from .sde import SDE, bcast
 
 __all__ = [
@@ -62,9 +69,22 @@ __all__ = [
     "batch_times",
     "edm_sigma",
     "edm_coefficients",
+    "check_sigma_data",
 ]
 
-SIGMA_DATA = 0.5  # EDM's sigma_d, the std of the data (module docstring)
+SIGMA_DATA = 0.5  # EDM's default sigma_d, the std of the data (module docstring)
+
+
+def check_sigma_data(sigma_data: float) -> float:
+    """``sigma_data`` as a float if it is a positive finite number (EDM's sigma_d), else
+    ``ValueError`` naming the value."""
+    try:
+        return check_range("sigma_data", sigma_data, 0.0, math.inf, open_low=True, open_high=True)
+    except ValueError:
+        raise ValueError(
+            f"sigma_data (EDM's std of the data) must be a positive finite number, "
+            f"got {short(sigma_data)}"
+        ) from None
 
 
 def batch_times(t: float | Tensor, x: Tensor) -> Tensor:
@@ -118,40 +138,41 @@ LABELS: dict[str, Callable[[SDE, Tensor], Tensor]] = {
 }
 
 
-def _score(o: Tensor, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
+def _score(o: Tensor, x: Tensor, t: Tensor, sde: SDE, sigma_d: float = SIGMA_DATA) -> Tensor:
     return o
 
 
-def _noise(o: Tensor, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
+def _noise(o: Tensor, x: Tensor, t: Tensor, sde: SDE, sigma_d: float = SIGMA_DATA) -> Tensor:
     return -o / bcast(sde.sigma(t), o)
 
 
-def _scaled(o: Tensor, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
+def _scaled(o: Tensor, x: Tensor, t: Tensor, sde: SDE, sigma_d: float = SIGMA_DATA) -> Tensor:
     return o / bcast(sde.sigma(t), o)
 
 
-def _drift(o: Tensor, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
+def _drift(o: Tensor, x: Tensor, t: Tensor, sde: SDE, sigma_d: float = SIGMA_DATA) -> Tensor:
     return o / bcast(sde.g(t), o)
 
 
-def _noise_ddpm(o: Tensor, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
+def _noise_ddpm(o: Tensor, x: Tensor, t: Tensor, sde: SDE, sigma_d: float = SIGMA_DATA) -> Tensor:
     if not hasattr(sde, "discrete_sigma"):
         raise ValueError(f"parameterization 'noise_ddpm' needs a VP-type SDE, got {sde!r}")
     return -o / bcast(sde.discrete_sigma(t), o)
 
 
-def _edm(o: Tensor, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
+def _edm(o: Tensor, x: Tensor, t: Tensor, sde: SDE, sigma_d: float = SIGMA_DATA) -> Tensor:
     # s = (alpha D - x) / sigma^2 with D = c_skip x / alpha + c_out o. Since 1 - c_skip =
     # sigma^^2 / (sigma^^2 + sigma_d^2), s = alpha c_out o / sigma^2 - x / (sigma^2 + alpha^2
     # sigma_d^2): no difference of nearly equal terms as sigma -> 0.
     alpha, sigma = sde.alpha(t), sde.sigma(t)
-    _, c_out, _, _ = edm_coefficients(sigma / alpha)
+    _, c_out, _, _ = edm_coefficients(sigma / alpha, sigma_d)
     o_coef = alpha * c_out / sigma**2
-    x_coef = 1 / (sigma**2 + (alpha * SIGMA_DATA) ** 2)
+    x_coef = 1 / (sigma**2 + (alpha * sigma_d) ** 2)
     return bcast(o_coef, o) * o - bcast(x_coef, x) * x
 
 
-PARAMETERIZATIONS: dict[str, Callable[[Tensor, Tensor, Tensor, SDE], Tensor]] = {
+# (o, x, t, sde, sigma_d) -> score; sigma_d is EDM's std of the data (only ``edm`` uses it)
+PARAMETERIZATIONS: dict[str, Callable[[Tensor, Tensor, Tensor, SDE, float], Tensor]] = {
     "score": _score,
     "noise": _noise,
     "scaled": _scaled,
@@ -161,14 +182,15 @@ PARAMETERIZATIONS: dict[str, Callable[[Tensor, Tensor, Tensor, SDE], Tensor]] = 
 }
 
 
-def _edm_input(x: Tensor, t: Tensor, sde: SDE) -> Tensor:
+def _edm_input(x: Tensor, t: Tensor, sde: SDE, sigma_d: float = SIGMA_DATA) -> Tensor:
     # c_in x^ = x / (alpha sqrt(sigma^^2 + sigma_d^2)) = x / sqrt(sigma^2 + alpha^2 sigma_d^2)
     alpha, sigma = sde.alpha(t), sde.sigma(t)
-    return x / bcast(torch.sqrt(sigma**2 + (alpha * SIGMA_DATA) ** 2), x)
+    return x / bcast(torch.sqrt(sigma**2 + (alpha * sigma_d) ** 2), x)
 
 
-# What the network sees in place of x, for the parameterizations that scale their input.
-INPUTS: dict[str, Callable[[Tensor, Tensor, SDE], Tensor]] = {"edm": _edm_input}
+# What the network sees in place of x, for the parameterizations that scale their input:
+# (x, t, sde, sigma_d) -> x_in.
+INPUTS: dict[str, Callable[[Tensor, Tensor, SDE, float], Tensor]] = {"edm": _edm_input}
 
 
 class ScoreModel(nn.Module):
@@ -180,12 +202,23 @@ class ScoreModel(nn.Module):
         sde: the SDE whose sigma(t), g(t) and N the parameterization and label use.
         parameterization: one of ``PARAMETERIZATIONS``.
         label: one of ``LABELS``.
+        sigma_data: EDM's sigma_d, the std of the data (a positive finite number), used by the
+            ``edm`` parameterization and read by the ``edm`` loss weighting; kept as
+            ``self.sigma_data`` (a plain attribute, not in the state dict).
     """
 
-    def __init__(self, net: nn.Module, sde: SDE, parameterization: str = "score", label: str = "t"):
+    def __init__(
+        self,
+        net: nn.Module,
+        sde: SDE,
+        parameterization: str = "score",
+        label: str = "t",
+        sigma_data: float = SIGMA_DATA,
+    ):
         super().__init__()
         self.net, self.sde = net, sde
         self.parameterization, self.label = parameterization, label
+        self.sigma_data = check_sigma_data(sigma_data)
         self._out = lookup(
             PARAMETERIZATIONS, parameterization, "parameterization", callables=False, sort=True
         )
@@ -200,9 +233,9 @@ class ScoreModel(nn.Module):
         """The score s_theta(x, t), shaped like ``x``; ``t`` is ``(B,)``, or one number (a float
         or a 0-d tensor) for the whole batch."""
         t = batch_times(t, x)
-        x_in = x if self._in is None else self._in(x, t, self.sde)
+        x_in = x if self._in is None else self._in(x, t, self.sde, self.sigma_data)
         o = self.net(x_in, self.noise_label(t))
-        return self._out(o, x, t, self.sde)
+        return self._out(o, x, t, self.sde, self.sigma_data)
 
     score_fn = forward
 
@@ -215,4 +248,5 @@ class ScoreModel(nn.Module):
         return (x + bcast(sigma**2, x) * self(x, t)) / bcast(alpha, x)
 
     def extra_repr(self) -> str:
-        return f"sde={self.sde!r}, parameterization={self.parameterization!r}, label={self.label!r}"
+        p, lab, sd = self.parameterization, self.label, self.sigma_data
+        return f"sde={self.sde!r}, parameterization={p!r}, label={lab!r}, sigma_data={sd!r}"

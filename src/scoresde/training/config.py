@@ -28,7 +28,7 @@ import yaml
 
 from ..core.checks import check_device_name, check_seed, did_you_mean, lookup, short
 from ..core.losses import REDUCTIONS, T_SAMPLING, WEIGHTINGS
-from ..core.score import LABELS, PARAMETERIZATIONS, ScoreModel
+from ..core.score import LABELS, PARAMETERIZATIONS, SIGMA_DATA, ScoreModel
 from ..core.sde import SDE, VESDE, VPSDE, SubVPSDE
 from ..data import IMAGE_DATASETS, SCALING, TOY, is_image_path
 from ..data.spec import DataConfig
@@ -66,6 +66,7 @@ __all__ = [
     "MAX_YAML_ALIASES",
     "EVAL_METRICS",
     "BPD_METHODS",
+    "LR_SCHEDULES",
 ]
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -76,6 +77,9 @@ SDES: dict[str, type[SDE]] = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": SubVPS
 # by the ELBO, and sample quality by a feature network (FID, KID, precision / recall).
 EVAL_METRICS = ("bpd", "elbo", "fid")
 BPD_METHODS = ("ode", "elbo")  # how the loop's periodic test bits/dim is computed
+# The learning rate after the warm-up (scoresde.training.loop.lr_at, LR_DECAYS): held, or decayed
+# to train.lr_min at the last step by a half cosine or a straight line.
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 class ConfigError(ValueError):
@@ -96,18 +100,33 @@ class SDEConfig:
 
 @dataclass
 class ModelConfig:
-    """Network ``name`` (``scoresde.nets.NETS``) with its ``params``, and how it becomes a score."""
+    """Network ``name`` (``scoresde.nets.NETS``) with its ``params``, and how it becomes a score.
+
+    ``parameterization`` is a key of :data:`scoresde.core.score.PARAMETERIZATIONS` and ``label``
+    of :data:`~scoresde.core.score.LABELS`. ``sigma_data`` is EDM's sigma_d, the standard
+    deviation of the data in model units (a positive number; default 0.5, EDM's value for images
+    in [-1, 1]): the ``edm`` parameterization scales the network's input and output by it and the
+    ``edm`` loss weighting uses it; the other parameterizations and weightings ignore it.
+    """
 
     name: str = "mlp"
     parameterization: str = "noise"
     label: str = "t"
     params: dict = field(default_factory=dict)
+    sigma_data: float = SIGMA_DATA  # EDM's sigma_d (edm parameterization and weighting)
 
 
 @dataclass
 class TrainConfig:
     """Optimisation (Adam, linear warm-up, gradient clipping, EMA) and the loop's periods.
 
+    The learning rate rises linearly to ``lr`` over the first ``warmup`` updates; then
+    ``lr_schedule`` (:data:`LR_SCHEDULES`) holds it (``"constant"``, the default) or decays it to
+    ``lr_min`` (``0 <= lr_min <= lr``) at the last step ``steps``, by ``"cosine"``
+    (lr_min + (lr - lr_min) (1 + cos(pi p)) / 2) or ``"linear"`` (lr_min + (lr - lr_min) (1 - p)),
+    p the fraction of the ``steps - warmup`` post-warm-up updates done
+    (:func:`scoresde.training.loop.lr_at`). The lr is a function of the step alone, so resume
+    stays exact; a resume that raises ``steps`` stretches the rest of the decay to the new end.
     Periods of 0 turn evaluation, checkpoints (except the final one) or samples off.
     ``ema_rate`` is used with the paper's warm-up, ``min(rate, (1 + n) / (10 + n))``.
     ``weighting`` ``"score"``, ``"likelihood"`` (lambda = g^2) or ``"edm"`` (EDM's weight on the
@@ -129,6 +148,8 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 2e-4
     warmup: int = 500
+    lr_schedule: str = "constant"  # after the warm-up: "constant", "cosine" or "linear" decay
+    lr_min: float = 0.0  # the lr at the last step of a decaying lr_schedule
     grad_clip: float | None = 1.0
     ema_rate: float = 0.999
     weighting: str = "score"
@@ -322,6 +343,8 @@ def _validate_train(tr: TrainConfig) -> None:
     _seed("train.seed", tr.seed)
     _check("train.log_every", tr.log_every >= 1, tr.log_every, ">= 1")
     _check("train.lr", 0 < tr.lr < math.inf, tr.lr, "a positive number")
+    _choice("train.lr_schedule", tr.lr_schedule, LR_SCHEDULES, sort=False)
+    _check("train.lr_min", 0 <= tr.lr_min <= tr.lr, tr.lr_min, f">= 0 and <= train.lr = {tr.lr}")
     clip = tr.grad_clip
     _check("train.grad_clip", clip is None or 0 < clip < math.inf, clip, "> 0 or null (off)")
     _check("train.ema_rate", 0 <= tr.ema_rate < 1, tr.ema_rate, "0 <= rate < 1")
@@ -385,6 +408,8 @@ def validate(cfg: Config) -> Config:
     _choice("model.name", m.name, NETS)
     _choice("model.parameterization", m.parameterization, PARAMETERIZATIONS)
     _choice("model.label", m.label, LABELS)
+    ok = 0 < m.sigma_data < math.inf
+    _check("model.sigma_data", ok, m.sigma_data, "a positive finite number (the data's std)")
     _model_params(m)
     _validate_data(cfg.data)
     _validate_train(cfg.train)
@@ -550,7 +575,8 @@ def with_data_shape(cfg: Config, shape: tuple[int, ...] | list[int]) -> Config:
 
 
 def build_score_model(cfg: Config) -> ScoreModel:
-    """``ScoreModel(build_net(model.name, model.params), build_sde(sde), ...)`` on the CPU."""
+    """``ScoreModel(build_net(model.name, model.params), build_sde(sde), ...)`` on the CPU, with
+    ``model.parameterization``, ``model.label`` and ``model.sigma_data``."""
     try:
         net = build_net(cfg.model.name, dict(cfg.model.params))
     except (TypeError, ValueError) as e:
@@ -558,7 +584,8 @@ def build_score_model(cfg: Config) -> ScoreModel:
         if "dim" in str(e) and _net_accepts(cfg.model.name, "dim"):
             hint = " (set model.params.dim, or train, which fills it in from the data)"
         raise ConfigError(f"model.params {short(cfg.model.params)}: {e}{hint}") from None
-    return ScoreModel(net, build_sde(cfg.sde), cfg.model.parameterization, cfg.model.label)
+    m = cfg.model
+    return ScoreModel(net, build_sde(cfg.sde), m.parameterization, m.label, m.sigma_data)
 
 
 # ---- resume: what may change --------------------------------------------------------------------

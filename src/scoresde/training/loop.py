@@ -1,4 +1,4 @@
-"""Training: one short, flat loop (denoising score matching, Adam, warm-up, clipping, EMA).
+"""Training: one short, flat loop (denoising score matching, Adam, lr schedule, clipping, EMA).
 
 :func:`setup` builds a :class:`Run` (data, model, optimizer, EMA, the loop's generator, resume);
 :func:`train` runs the loop over it; :func:`save` writes the one checkpoint.
@@ -40,10 +40,11 @@ SIGINT and SIGTERM (when :func:`train` runs in the main thread): the loop finish
 update, saves the checkpoint of that step and raises :class:`Interrupted` (``exit_code`` 130 or
 143); a second signal stops at once, keeping the last checkpoint.
 
-Exact resume: every random number of the loop (batch indices, t, noise) comes from one
-``torch.Generator`` whose state is checkpointed with the model, the EMA and Adam, so a run resumed
-from any checkpoint ends with the same parameters, bit for bit, as an uninterrupted run. Test
-losses and samples use their own freshly seeded generators (:mod:`.evaluate`) and never disturb it.
+Exact resume: the learning rate is a function of the step (:func:`lr_at`), and every random
+number of the loop (batch indices, t, noise) comes from one ``torch.Generator`` whose state is
+checkpointed with the model, the EMA and Adam, so a run resumed from any checkpoint ends with the
+same parameters, bit for bit, as an uninterrupted run. Test losses and samples use their own
+freshly seeded generators (:mod:`.evaluate`) and never disturb it.
 
 Several processes (``torchrun --nproc_per_node=N -m scoresde train ...``): DistributedDataParallel
 (:mod:`scoresde.training.distributed`, backend ``train.backend``); ``train.batch_size`` is the
@@ -62,6 +63,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import math
 import os
 import signal
 import threading
@@ -75,6 +77,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.checks import lookup
 from ..core.losses import dsm_loss, reduce
 from ..core.score import ScoreModel
 from ..data import Standardizer, images_to_model, load_data
@@ -103,7 +106,10 @@ from .evaluate import (
 )
 from .workdir import WorkdirLock, claim, clear_run, remove_stale_temporaries, writing
 
-__all__ = ["train", "setup", "save", "Run", "TrainingError", "Interrupted", "lr_at", "METRICS"]
+__all__ = [
+    "train", "setup", "save", "Run", "TrainingError", "Interrupted", "lr_at", "LR_DECAYS",
+    "METRICS",
+]  # fmt: skip
 
 Data = tuple[Tensor, Tensor, Standardizer | None]  # (train, test, standardizer), data units
 METRICS = ("step", "train_loss", "test_loss", "test_bpd", "lr", "time", "bpd_method")
@@ -135,9 +141,55 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(msg)
 
 
-def lr_at(step: int, lr: float, warmup: int) -> float:
-    """Learning rate of update ``step`` (0-based): linear warm-up over ``warmup`` updates."""
-    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+def _constant(p: float) -> float:
+    return 1.0
+
+
+def _cosine(p: float) -> float:
+    return (1 + math.cos(math.pi * p)) / 2
+
+
+def _linear(p: float) -> float:
+    return 1 - p
+
+
+# config.LR_SCHEDULES -> the share of (lr - lr_min) left after the fraction p of the decay
+LR_DECAYS: dict[str, Callable[[float], float]] = {
+    "constant": _constant,
+    "cosine": _cosine,
+    "linear": _linear,
+}
+
+
+def lr_at(
+    step: int,
+    lr: float,
+    warmup: int,
+    schedule: str = "constant",
+    lr_min: float = 0.0,
+    steps: int | None = None,
+) -> float:
+    """Learning rate of update ``step`` (0-based), a pure function of the step.
+
+    Linear warm-up ``lr (step + 1) / warmup`` over the first ``warmup`` updates; then
+    ``"constant"`` keeps ``lr``, and a decay (:data:`LR_DECAYS`) gives ``lr_min + (lr - lr_min)
+    decay(p)`` with ``p = (step + 1 - warmup) / (steps - warmup)`` the fraction of the post-warm-up
+    updates done, this one included: ``lr`` at the end of the warm-up, ``lr_min`` at the last
+    update of a run of ``steps`` (and after it).
+
+    Raises:
+        ValueError: an unknown ``schedule``, or a decay without ``steps``.
+    """
+    decay = lookup(LR_DECAYS, schedule, "lr schedule", callables=False)
+    n = step + 1  # updates done, this one included
+    if n <= warmup:
+        return lr * (n / warmup)
+    if decay is _constant:  # lr itself, not lr_min + (lr - lr_min): bit for bit as before
+        return lr
+    if steps is None:
+        raise ValueError(f"the {schedule!r} lr schedule needs steps (the run's last step)")
+    p = min(1.0, (n - warmup) / max(steps - warmup, 1))
+    return lr_min + (lr - lr_min) * decay(p)
 
 
 class _Losses:
@@ -452,6 +504,7 @@ def _update(run: Run, lr: float) -> tuple[Tensor, Tensor]:
         run.gen,
         importance=tc.importance,
         t_sampling=tc.t_sampling,
+        sigma_data=model.sigma_data,  # run.score_fn may wrap the model (several processes)
     )
     loss = reduce(per_example, tc.reduce)
     if run.d.active:
@@ -725,7 +778,7 @@ def _loop(
     metrics = {"step": step}
     while step < last and not signals.asked(run):
         # step: one update of the online model on a global batch, then the EMA
-        lr = lr_at(step, tc.lr, tc.warmup)
+        lr = lr_at(step, tc.lr, tc.warmup, tc.lr_schedule, tc.lr_min, tc.steps)
         per_example, loss = _update(run, lr)
         step += 1
         run.losses.add(per_example[run.own], loss, step)
