@@ -247,6 +247,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     d, model, cfg, standardizer = _load_run(args.workdir, args.device, ema=not args.no_ema)
     seed = _resolve_seed(args.seed, d)
     options, shape, t0 = _sampler_options(args), _data_shape(cfg), time.perf_counter()
+    options, fit = _grid_choice(args, model, shape, options, seed, d.device)
     bar = _progress(args.n, "sample", unit="samples")
     on_chunk, on_step = _sample_progress(bar, model.sde, args.n, args.chunk, options.get("eps"))
     try:
@@ -262,10 +263,43 @@ def cmd_sample(args: argparse.Namespace) -> int:
     x = _to_data_units(x.cpu(), cfg, standardizer)
     title = _sample_title(args, nfe, kind)
     print("\n".join(_save_samples(x, out, kind, title)))
+    if fit is not None:
+        print(_save_grid(fit, out, kind))
     chunks = -(-args.n // args.chunk)
     split = f" ({chunks} chunks, {d.world} processes)" if d.active else ""
     print(f"sampler={args.sampler} nfe={nfe} time={wall:.2f}s{split}")
     return 0
+
+
+def _grid_choice(args, model, shape, options: dict, seed: int, device):
+    """``(options, fit record or None)``: ``--grid optimised`` fitted here, ``--grid FILE.json``
+    read; any other ``--grid`` stays a name for the sampler."""
+    from .grid import FITTED, check_fit, fitted_grid_options, read_grid
+
+    if args.grid == FITTED:
+        check_fit(args.sampler, args.grid_warmup)
+        if not args.quiet:
+            print(f"fitting a time grid to {args.sampler} on {args.grid_warmup} warm-up draws "
+                  "(a teacher solve, then at most 300 runs of the sampler on them)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        return fitted_grid_options(model, shape, args.sampler, options, warmup=args.grid_warmup,
+                                   seed=seed, device=device)  # fmt: skip
+    if args.grid is not None and args.grid.lower().endswith(".json"):
+        if "grid" not in options:
+            raise ValueError(f"--grid {args.grid}: --sampler {args.sampler} takes no time grid")
+        return {**options, "grid": read_grid(args.grid)}, None
+    return options, None
+
+
+def _save_grid(fit: dict, out: Path, kind: str) -> str:
+    """Write the fitted grid's JSON beside the samples (atomically); the line saying so."""
+    from ..training.checkpoint import write_text_atomic
+    from .grid import grid_path
+
+    path = grid_path(out, kind)
+    write_text_atomic(path, json.dumps(fit, indent=1) + "\n")
+    how = f"{fit['steps']} steps fitted to {fit['sampler']} on {fit['warmup']} warm-up draws"
+    return f"wrote {path} (a grid of {how} in {fit['seconds']:.1f}s; reuse: --grid {path})"
 
 
 def _sample_target(out: str) -> tuple[Path, str]:
@@ -540,6 +574,13 @@ def _save_image_files(arr: np.ndarray, out: Path) -> list[str]:
     ]
 
 
+_GRID_HELP = (
+    "the time grid: logSNR | time_uniform | time_quadratic | edm (dpm_solver, unipc, deis, "
+    "ipndm, lms); optimised: fitted to the model and the sampler (--grid-warmup draws; sample "
+    "writes it as JSON beside --out); FILE.json: such a fitted grid"
+)
+
+
 def _add_sampler_flags(s: argparse.ArgumentParser) -> None:
     """The samplers' options; each reaches the chosen sampler when it takes it."""
     from ..samplers import SAMPLERS
@@ -574,7 +615,7 @@ def _add_sampler_flags(s: argparse.ArgumentParser) -> None:
         s.add_argument("--order", type=_int_at_least(1), help="1, 2, 3 (lms, ipndm: 1-4)"),
         s.add_argument("--variant", help="unipc: bh1 | bh2"),
         s.add_argument("--eta", type=_real(0), help="dpm_solver_sde: noise (0: the ODE)"),
-        s.add_argument("--grid", help="dpm_solver: logSNR | time_uniform | time_quadratic"),
+        s.add_argument("--grid", help=_GRID_HELP),
         s.add_argument("--churn", type=_real(0), help="heun: stochastic churn"),
         s.add_argument("--rho", type=_real(0, True), help="heun: exponent of the EDM grid (7)"),
         s.add_argument(
@@ -782,6 +823,11 @@ def build_parser() -> argparse.ArgumentParser:
         "seed=N",
     )  # fmt: skip
     s.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    s.add_argument(
+        "--grid-warmup", type=_int_at_least(2), default=128, metavar="M",
+        help="--grid optimised: prior draws the grid is fitted on (a seed stream apart from the "
+        "samples')",
+    )  # fmt: skip
     _add_common(s)
     s.add_argument(
         "--out", required=True,
