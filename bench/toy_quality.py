@@ -25,14 +25,14 @@ Two rows reuse the preset's run and cost no training: ``no EMA`` reads its raw w
 run's model units, through the same SDE, samplers, latents and likelihood settings, which is the
 floor that the samplers and tolerances leave. The EMA uses the paper's warm-up
 ``min(rate, (1 + n) / (10 + n))``, which stays below 0.999 until update 8,990, so ``ema_rate``
-0.999 and 0.9999 train identical models in runs shorter than that. The loop has no learning-rate
-schedule beyond the linear warm-up (``lr_at`` in ``scoresde/training/loop.py``), so no decay row
-is measured.
+0.999 and 0.9999 train identical models in runs shorter than that. The ``cosine`` rows decay
+the learning rate to 0 after the warm-up (``train.lr_schedule``); the ``sd1`` rows set EDM's
+sigma_d to 1, the std of the standardized data (the default 0.5 is EDM's for images in [-1, 1]).
 
 Writes ``bench/results/toy_quality.json`` (``--quick``: ``toy_quality_quick.json``; rows appended
 as they finish) and prints a table.
 Run: ``.venv/bin/python bench/toy_quality.py [--quick] [--preset toy_mixture_vp] [--mixture NAME]
-[--steps 2000] [--only NAME,...] [--n 4000] [--n-held 100000] [--n-nll 500]``.
+[--steps 2000] [--only NAME,...] [--n 4000] [--n-held 100000] [--n-nll 500] [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import torch
 
 import scoresde as sd
 from scoresde.data.arrays import Standardizer
-from scoresde.data.toy import toy_mixture
+from scoresde.data.toy import swiss_roll_mixture, toy_mixture
 from scoresde.training.pipeline import TrainedModel
 
 F64 = torch.float64
@@ -62,6 +62,10 @@ SAMPLINGS = (
     ("pc", "pc", {"predictor": "reverse_diffusion", "corrector": "none"}),
 )
 
+EDM = ["model.parameterization=edm", "model.label=edm", "train.weighting=edm",
+       "train.t_sampling=log_normal"]  # fmt: skip
+COSINE = "train.lr_schedule=cosine"
+SD1_COSINE = ["model.sigma_data=1.0", COSINE]
 # name -> (description, overrides); "raw:RUN" rows read the raw weights of run RUN, "exact:RUN"
 # rows replace its network by the mixture's exact score in RUN's model units (same SDE, samplers,
 # latents and likelihood settings): the floor that the samplers and the ODE tolerances leave.
@@ -82,16 +86,27 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "likelihood weighting + importance",
         ["train.weighting=likelihood", "train.importance=true"],
     ),
-    "edm": (
-        "EDM preconditioning",
-        [
-            "model.parameterization=edm",
-            "model.label=edm",
-            "train.weighting=edm",
-            "train.t_sampling=log_normal",
-        ],
-    ),
+    "cosine": ("cosine lr decay to 0", ["train.lr_schedule=cosine"]),
+    "edm": ("EDM preconditioning", EDM),
+    "edm_sd1": ("EDM, sigma_d 1 (the data's std)", [*EDM, "model.sigma_data=1.0"]),
+    "edm_cosine": ("EDM, cosine lr", [*EDM, "train.lr_schedule=cosine"]),
+    "edm_sd1_cosine": ("EDM, sigma_d 1, cosine lr", [*EDM, *SD1_COSINE]),
+    "edm_cosine_b512": ("EDM, cosine lr, batch 512", [*EDM, COSINE, "train.batch_size=512"]),
+    "edm_cosine_depth4": ("EDM, cosine lr, depth 4", [*EDM, COSINE, "model.params.depth=4"]),
+    "edm_x3": ("EDM, steps x3", [*EDM, "steps:3"]),
+    "edm_cosine_x3": ("EDM, cosine lr, steps x3", [*EDM, "train.lr_schedule=cosine", "steps:3"]),
+    "edm_sd1_cosine_x3": ("EDM, sigma_d 1, cosine lr, steps x3", [*EDM, *SD1_COSINE, "steps:3"]),
 }
+
+
+def judge_mixture(name: str) -> sd.GaussianMixture:
+    """The exact density the rows are judged by: a toy mixture, or ``swissroll``'s."""
+    return swiss_roll_mixture() if name == "swissroll" else toy_mixture(name)
+
+
+def log_prob(mix: sd.GaussianMixture, x: torch.Tensor, block: int = 2048) -> torch.Tensor:
+    """``mix.log_prob(x)`` in blocks of rows (the swiss roll has 2,000 components)."""
+    return torch.cat([mix.log_prob(b) for b in x.split(block)])
 
 
 def gap(lp_data: torch.Tensor, lp_samples: torch.Tensor) -> tuple[float, float]:
@@ -128,16 +143,16 @@ def judge(
     model: TrainedModel, mix: sd.GaussianMixture, held: torch.Tensor, n: int, n_nll: int
 ) -> dict:
     """Sample gaps (ODE, PC) and the NLL gap of a loaded model against the exact density."""
-    lp_held = mix.log_prob(held)
+    lp_held = log_prob(mix, held)
     row = {}
     for key, sampler, options in SAMPLINGS:
         t0 = time.perf_counter()
         x = model.sample(n, sampler=sampler, seed=1, **options).to(torch.float64)
-        row[f"gap_{key}"], row[f"se_{key}"] = gap(lp_held, mix.log_prob(x))
+        row[f"gap_{key}"], row[f"se_{key}"] = gap(lp_held, log_prob(mix, x))
         row[f"{key}_seconds"] = time.perf_counter() - t0
     pts = held[:n_nll]
     lp_model = model.log_likelihood(pts, divergence="exact").to(torch.float64)
-    row["nll_gap"], row["nll_se"] = paired_gap(mix.log_prob(pts), lp_model)
+    row["nll_gap"], row["nll_se"] = paired_gap(log_prob(mix, pts), lp_model)
     return row
 
 
@@ -154,16 +169,16 @@ def judge_exact(
     """:func:`judge` with the exact score of ``model``'s data in place of its network."""
     st, sde = model.standardizer, model.sde
     score = model_units(mix, st).score_fn(sde)
-    lp_held, row = mix.log_prob(held), {}
+    lp_held, row = log_prob(mix, held), {}
     for key, sampler, options in SAMPLINGS:
         t0 = time.perf_counter()
         streams = sd.samplers.SampleStreams(1, range(n))  # the latents of model.sample(seed=1)
         y, _ = sd.sample(sde, score, (n, mix.dim), sampler, streams, dtype=F64, **options)
-        row[f"gap_{key}"], row[f"se_{key}"] = gap(lp_held, mix.log_prob(st.inverse(y)))
+        row[f"gap_{key}"], row[f"se_{key}"] = gap(lp_held, log_prob(mix, st.inverse(y)))
         row[f"{key}_seconds"] = time.perf_counter() - t0
     y = st.forward(held[:n_nll])
     lp, _, _ = sd.log_likelihood(sde, score, y, divergence="exact")
-    row["nll_gap"], row["nll_se"] = paired_gap(mix.log_prob(held[:n_nll]), lp + st.log_det())
+    row["nll_gap"], row["nll_se"] = paired_gap(log_prob(mix, held[:n_nll]), lp + st.log_det())
     return row
 
 
@@ -214,6 +229,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--n", type=int, default=4000, help="samples per sampler")
     p.add_argument("--n-held", type=int, default=100_000, help="held-out exact draws")
     p.add_argument("--n-nll", type=int, default=500, help="held-out points for the NLL")
+    p.add_argument("--out", default=None, help="results file name (default: toy_quality.json)")
     args = p.parse_args()
     if args.quick:
         args.steps, args.n, args.n_held, args.n_nll = 500, 500, 1000, 100
@@ -225,12 +241,12 @@ def main() -> None:
     args = _args()
     torch.set_num_threads(1)
     cfg = sd.load_config(args.preset)
-    mix = toy_mixture(args.mixture or cfg.data.name)
+    mix = judge_mixture(args.mixture or cfg.data.name)
     gen = torch.Generator().manual_seed(0)
     data = mix.sample(cfg.data.n_train + cfg.data.n_test, gen).to(torch.float32)
     held = mix.sample(args.n_held, torch.Generator().manual_seed(1))
     # The exact entropy H = -E log p, from the held-out draws (its s.e. beside it).
-    lp = mix.log_prob(held)
+    lp = log_prob(mix, held)
     entropy, entropy_se = float(-lp.mean()), float(lp.std() / math.sqrt(lp.numel()))
     names = args.only.split(",") if args.only else list(VARIANTS)
     out = {
@@ -241,7 +257,8 @@ def main() -> None:
     }
     out |= {"n_held": args.n_held, "n_nll": args.n_nll, "entropy": entropy}
     out |= {"entropy_se": entropy_se, "threads": 1, "platform": platform.platform(), "rows": []}
-    path = RESULTS / ("toy_quality_quick.json" if args.quick else "toy_quality.json")
+    name = args.out or ("toy_quality_quick.json" if args.quick else "toy_quality.json")
+    path = RESULTS / name
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:

@@ -165,4 +165,5 @@ def test_demo_reduced(tmp_path):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test_nll"] == pytest.approx(m["test_nll"])
     assert np.isfinite(saved["test_nll"]) and saved["test_nll_se"] > 0
-    assert saved["nfe_pc"] == 2000 and saved["energy_distance_pc"] >= 0
+    assert saved["nfe_pc"] == 1000  # the preset's reverse diffusion, N steps, no corrector
+    assert saved["energy_distance_pc"] >= 0  # a 60-step model is far from the data

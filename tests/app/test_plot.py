@@ -23,6 +23,9 @@ TINY = [
 PRESETS = {1: "toy_1d_mixture_subvp", 2: "toy_swissroll_vp"}
 
 
+CONSTANT_LR = ["--set", "train.lr_schedule=constant"]
+
+
 def _train(dim: int, workdir, steps: int, *extra: str) -> int:
     argv = ["train", "--config", PRESETS[dim], "--workdir", str(workdir), *TINY]
     return main([*argv, "--set", f"train.steps={steps}", *extra])
@@ -111,18 +114,20 @@ def test_plot_without_snapshots_or_metrics_is_one_line(runs, tmp_path, capsys):
 
 # ---- density snapshots -------------------------------------------------------------------------
 def test_snapshots_grow_with_evaluations_and_survive_resume(tmp_path):
+    # a constant lr: the run resumed to 40 steps must equal an uninterrupted one (a decaying
+    # schedule depends on train.steps)
     run = tmp_path / "run"
-    assert _train(1, run, 20) == 0
+    assert _train(1, run, 20, *CONSTANT_LR) == 0
     first = read_snapshots(run / SNAPSHOT)
     assert first["steps"].tolist() == [10, 20] and first["log_density"].shape == (2, 200)
     assert np.isfinite(first["log_density"]).all()
-    assert _train(1, run, 40, "--resume") == 0
+    assert _train(1, run, 40, "--resume", *CONSTANT_LR) == 0
     resumed = read_snapshots(run / SNAPSHOT)
     assert resumed["steps"].tolist() == [10, 20, 30, 40]
     assert np.array_equal(resumed["log_density"][:2], first["log_density"])
     assert np.array_equal(resumed["x0"], first["x0"])
     # an uninterrupted run keeps the same snapshots (exact resume)
-    assert _train(1, tmp_path / "whole", 40) == 0
+    assert _train(1, tmp_path / "whole", 40, *CONSTANT_LR) == 0
     whole = read_snapshots(tmp_path / "whole" / SNAPSHOT)
     assert np.allclose(whole["log_density"], resumed["log_density"], atol=1e-5)
     # overwrite starts the file afresh

@@ -329,11 +329,14 @@ def test_log_likelihood_through_edm_matches_the_exact_score(sde, mixture):
 
 # ---- configuration and a tiny training run -------------------------------------------------------
 EDM = ["model.parameterization=edm", "model.label=edm", "train.weighting=edm"]
+SCORE_MATCHING = ["model.parameterization=noise", "model.label=t", "train.weighting=score",
+                  "train.t_sampling=uniform"]  # fmt: skip
 
 
 def test_config_accepts_edm_and_checks_t_sampling():
-    base = load_config("toy_swissroll_vp")
-    assert base.train.t_sampling == "uniform"
+    # the preset as it was before it moved to EDM: score matching, t uniform
+    base = apply_overrides(load_config("toy_swissroll_vp"), SCORE_MATCHING)
+    assert base.train.t_sampling == "uniform" and base.model.parameterization == "noise"
     cfg = apply_overrides(base, [*EDM, "train.t_sampling=log_normal"])
     model = build_score_model(with_data_shape(cfg, (2,)))
     assert model.parameterization == "edm" and model.label == "edm"
@@ -404,8 +407,9 @@ def test_the_trainer_hands_sigma_d_to_the_loss(tmp_path):
     from scoresde.training.evaluate import EVAL_SEED
     from scoresde.training.loop import _update
 
-    cfg = apply_overrides(load_config("toy_mixture_vp"), [*TINY, *EDM, "model.sigma_data=1.3"])
-    run = setup(cfg, tmp_path)
+    # t uniform, as dsm_loss draws it by default below
+    sets = [*TINY, *EDM, "model.sigma_data=1.3", "train.t_sampling=uniform"]
+    run = setup(apply_overrides(load_config("toy_mixture_vp"), sets), tmp_path)
     try:
         assert run.model.sigma_data == run.ema_model.sigma_data == 1.3
         tc, sde = run.cfg.train, run.model.sde

@@ -216,3 +216,19 @@ def test_load_data_from_an_image_npz(tmp_path):
         load_data(DataConfig(name="file", path=cfg.path, shape=[1, 8, 8]))
     with pytest.raises(ValueError, match="no such image file"):
         load_image_path(tmp_path / "missing.npz", [3, 4, 4], "train")
+
+
+def test_swiss_roll_mixture_is_the_roll_s_density():
+    # Draws of the roll and of its mixture have the same mean log-density (within 4 standard
+    # errors of 20,000 draws each), and the midpoint rule has converged: k = 2,000 and 8,000
+    # components agree on it to 1e-6 nats (measured: 5e-8).
+    from scoresde.data.toy import swiss_roll, swiss_roll_mixture
+
+    mix = swiss_roll_mixture()
+    x = swiss_roll(20_000, torch.Generator().manual_seed(0)).double()
+    y = mix.sample(20_000, torch.Generator().manual_seed(1))
+    lx, ly = mix.log_prob(x), mix.log_prob(y)
+    se = math.sqrt(lx.var().item() / 20_000 + ly.var().item() / 20_000)
+    assert abs(lx.mean().item() - ly.mean().item()) < 4 * se
+    fine = swiss_roll_mixture(8000).log_prob(x[:2000])
+    assert abs(fine.mean().item() - lx[:2000].mean().item()) < 1e-6

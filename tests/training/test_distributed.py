@@ -29,6 +29,9 @@ TINY = [
     "data.n_train=512", "data.n_test=128", "train.batch_size=32", "train.warmup=5",
     "train.lr=1e-3", "train.tensorboard=false", "train.log_every=5", "train.eval_every=10",
     "train.ckpt_every=10",
+    # a constant lr: the runs resumed with more steps must equal uninterrupted ones (a decaying
+    # schedule depends on train.steps)
+    "train.lr_schedule=constant",
 ]  # fmt: skip
 PRESET = "toy_swissroll_vp"
 

@@ -41,10 +41,13 @@ PRESET = "toy_swissroll_vp"
 TITLE = "VP-SDE on the swiss roll"
 
 
-def _pictures_of_samples(model, std, test: torch.Tensor, n: int, g: torch.Generator, out: Path):
-    """``samples.png``: held-out data beside PC and probability-flow ODE samples (data units)."""
+def _pictures_of_samples(model, cfg, std, test: torch.Tensor, n: int, g: torch.Generator,
+                         out: Path):  # fmt: skip
+    """``samples.png``: held-out data beside PC samples (the preset's predictor and corrector) and
+    probability-flow ODE samples (data units)."""
+    pc = {k: getattr(cfg.sample, k) for k in ("predictor", "corrector", "snr")}
     with torch.no_grad():
-        y_pc, nfe_pc = sample_pc(model.sde, model.score_fn, (n, 2), generator=g)
+        y_pc, nfe_pc = sample_pc(model.sde, model.score_fn, (n, 2), generator=g, **pc)
         y_ode, nfe_ode = sample_ode(model.sde, model.score_fn, (n, 2), generator=g)
     x_pc, x_ode = std.inverse(y_pc), std.inverse(y_ode)
     plots.clouds(
@@ -107,7 +110,7 @@ def run_demo(
     test = test[:n]
     g = torch.Generator().manual_seed(seed)
     log("sampling (PC and ODE)")
-    sampled = _pictures_of_samples(model, std, test, n, g, out)
+    sampled = _pictures_of_samples(model, cfg, std, test, n, g, out)
     log("trajectories (lambda = 0 and 1) and the animation")
     _pictures_of_paths(model, std, n, g, out)
     log("score field and density")

@@ -1,0 +1,93 @@
+"""Every toy preset learns its data: a short run's training loss falls and its samples' log-density
+gap to held-out data shrinks, judged by the data's exact density.
+
+Each preset trains twice, ``SHORT`` and ``LONG`` updates (its own batch, network, loss and a cosine
+lr over the run's length); 1,000 samples of each run by the probability-flow ODE and by PC (reverse
+diffusion, no corrector, at the SDE's N steps) are scored by the exact log-density; the gap is
+mean log p(held-out exact draws) - mean log p(samples). The limits come from one measurement of
+these runs (CPU, one thread; ``MEASURED``), not from tuning: the long run's gap must stay below
+the measured value plus ``4`` standard errors, and below the short run's by at least half the
+measured improvement. The full-length quality of each preset is in the README
+(``bench/toy_quality.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+import scoresde as sd
+from scoresde.data.toy import swiss_roll_mixture, toy_mixture
+
+SHORT, LONG, N = 100, 600, 1000
+PC = {"predictor": "reverse_diffusion", "corrector": "none"}
+# preset -> its data's exact density
+JUDGES = {
+    "toy_mixture_vp": lambda: toy_mixture("mixture_2d"),
+    "toy_mixture_ve": lambda: toy_mixture("mixture_2d"),
+    "toy_1d_mixture_subvp": lambda: toy_mixture("mixture_1d"),
+    "toy_swissroll_vp": swiss_roll_mixture,
+}
+# (preset, sampler) -> (gap after SHORT, gap after LONG), nats, measured once as described above
+MEASURED: dict[tuple[str, str], tuple[float, float]] = {
+    ("toy_mixture_vp", "ode"): (2.016, 0.036),
+    ("toy_mixture_vp", "pc"): (2.051, 0.121),
+    ("toy_mixture_ve", "ode"): (2.014, 0.049),
+    ("toy_mixture_ve", "pc"): (2.160, 0.120),
+    ("toy_1d_mixture_subvp", "ode"): (2.739, 0.041),
+    ("toy_1d_mixture_subvp", "pc"): (2.722, 0.073),
+    ("toy_swissroll_vp", "ode"): (2.528, 0.943),
+    ("toy_swissroll_vp", "pc"): (2.545, 1.063),
+}
+
+
+def _train(preset: str, steps: int, workdir) -> list[dict]:
+    every = steps // 4
+    sets = [f"train.steps={steps}", f"train.log_every={every}", f"train.eval_every={steps}",
+            f"train.ckpt_every={steps}", "train.sample_every=0",
+            "train.tensorboard=false"]  # fmt: skip
+    sd.train(sd.apply_overrides(sd.load_config(preset), sets), workdir)
+    with open(workdir / "metrics.csv", newline="") as f:
+        return [r for r in csv.DictReader(f) if r["train_loss"]]
+
+
+def _gap(
+    model, mix: sd.GaussianMixture, held_lp: torch.Tensor, sampler: str
+) -> tuple[float, float]:
+    x = model.sample(N, sampler=sampler, seed=3, **(PC if sampler == "pc" else {}))
+    lp = mix.log_prob(x.to(torch.float64))
+    se = math.sqrt(held_lp.var().item() / held_lp.numel() + lp.var().item() / lp.numel())
+    return held_lp.mean().item() - lp.mean().item(), se
+
+
+@pytest.fixture(scope="module", params=list(JUDGES))
+def runs(request, tmp_path_factory) -> tuple[str, dict]:
+    """``(preset, {steps: (logged rows, loaded model)})`` of the two runs, one thread."""
+    preset, threads, out = request.param, torch.get_num_threads(), {}
+    torch.set_num_threads(1)
+    try:
+        for n in (SHORT, LONG):
+            workdir = tmp_path_factory.mktemp(f"{preset}_{n}")
+            out[n] = (_train(preset, n, workdir), sd.load(workdir))
+    finally:
+        torch.set_num_threads(threads)
+    return preset, out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["ode", "pc"])
+def test_loss_falls_and_samples_approach_the_data(runs, sampler):
+    preset, out = runs
+    rows = out[LONG][0]
+    first, last = float(rows[0]["train_loss"]), float(rows[-1]["train_loss"])
+    mix = JUDGES[preset]()
+    held_lp = mix.log_prob(mix.sample(20_000, torch.Generator().manual_seed(11)))
+    short, _ = _gap(out[SHORT][1], mix, held_lp, sampler)
+    long, se = _gap(out[LONG][1], mix, held_lp, sampler)
+    assert last < first
+    m_short, m_long = MEASURED[preset, sampler]
+    assert long < m_long + 4 * se
+    assert long < short - (m_short - m_long) / 2
