@@ -17,19 +17,7 @@ import torch
 import scoresde as sd
 from scoresde.app.cli import main
 
-TOY = [
-    "--set", "train.steps=3", "--set", "train.batch_size=32", "--set", "train.warmup=1",
-    "--set", "train.eval_every=0", "--set", "train.log_every=1", "--set", "data.n_train=128",
-    "--set", "data.n_test=32", "--set", "model.params.hidden=16",
-]  # fmt: skip
 FIT = ["--grid", "optimised", "--grid-warmup", "16", "--steps", "4", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> str:
-    wd = tmp_path_factory.mktemp("toy")
-    assert main(["train", "--config", "toy_mixture_vp", "--workdir", str(wd), "--quiet", *TOY]) == 0
-    return str(wd)
 
 
 def _sample(workdir: str, out, *flags: str) -> int:

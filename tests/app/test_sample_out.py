@@ -16,24 +16,12 @@ from PIL import Image
 
 from scoresde.app.cli import main
 
-TOY = [
-    "--set", "train.steps=3", "--set", "train.batch_size=32", "--set", "train.warmup=1",
-    "--set", "train.eval_every=0", "--set", "train.log_every=1", "--set", "data.n_train=128",
-    "--set", "data.n_test=32", "--set", "model.params.hidden=16",
-]  # fmt: skip
 DIGITS = [
     "--set", "model.params.channels=[4, 8, 8, 8]", "--set", "model.params.embed_dim=8",
     "--set", "train.batch_size=16", "--set", "train.warmup=1", "--set", "train.steps=1",
     "--set", "train.eval_every=0", "--set", "train.ckpt_every=0", "--set", "train.log_every=1",
 ]  # fmt: skip
 FEW = ["--predictor", "euler_maruyama", "--corrector", "none", "--steps", "4", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> str:
-    wd = tmp_path_factory.mktemp("toy")
-    assert main(["train", "--config", "toy_mixture_vp", "--workdir", str(wd), "--quiet", *TOY]) == 0
-    return str(wd)
 
 
 @pytest.fixture(scope="module")
@@ -160,12 +148,15 @@ def test_relative_data_paths_are_stored_absolute(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("setting, noted", [("true", True), ("null", False)])
-def test_missing_tensorboard_is_one_note(tmp_path, monkeypatch, capsys, setting, noted):
+def test_missing_tensorboard_is_one_note(
+    tmp_path, monkeypatch, capsys, setting, noted, tiny_toy_sets
+):
     from scoresde.training import loop
 
     monkeypatch.setattr(loop, "tensorboard_installed", lambda: False)
     argv = ["train", "--config", "toy_mixture_vp", "--workdir", str(tmp_path / "r"), "--quiet",
-            *TOY, "--set", "train.steps=1", "--set", f"train.tensorboard={setting}"]  # fmt: skip
+            *tiny_toy_sets, "--set", "train.steps=1",
+            "--set", f"train.tensorboard={setting}"]  # fmt: skip
     assert main(argv) == 0  # training goes on without it
     err = [ln for ln in capsys.readouterr().err.splitlines() if "tensorboard" in ln]
     assert len(err) == int(noted)
