@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import scoresde as sd
+from scoresde.app.cli import main
 
 # One thread: the tests use small tensors, where OpenMP start-up costs more than it saves.
 torch.set_num_threads(1)
@@ -54,3 +55,26 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"missing reference file {path}")
     return path
+
+
+# ---- a tiny run of the toy_mixture_vp preset (a 16-wide MLP, 3 steps) for the CLI tests ----------
+TINY_TOY = [
+    "--set", "train.steps=3", "--set", "train.batch_size=32", "--set", "train.warmup=1",
+    "--set", "train.eval_every=0", "--set", "train.log_every=1", "--set", "data.n_train=128",
+    "--set", "data.n_test=32", "--set", "model.params.hidden=16",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_toy_sets() -> list[str]:
+    """The ``--set`` flags of the tiny toy run."""
+    return list(TINY_TOY)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> str:
+    """The folder of a tiny toy run, one per test module."""
+    wd = tmp_path_factory.mktemp("toy")
+    argv = ["train", "--config", "toy_mixture_vp", "--workdir", str(wd), "--quiet", *TINY_TOY]
+    assert main(argv) == 0
+    return str(wd)
