@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from scoresde.app.cli import main
-from scoresde.training.checkpoint import load_checkpoint
+from scoresde.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from scoresde.training.config import ConfigError, apply_overrides, config_to_dict, load_config
 from scoresde.training.loop import Interrupted, train
 from scoresde.training.workdir import LOCK, WorkdirError, WorkdirLock
@@ -152,6 +152,21 @@ def test_resume_with_a_differing_set_is_refused_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match="model.params.hidden"):
         train(tiny("train.steps=20", "model.params.hidden=8"), run, resume=True)
     assert _files(run) == before
+
+
+def test_resume_in_python_refuses_a_checkpoint_that_cannot_continue(tmp_path):
+    """``train(resume=True)`` makes the CLI's checks: a checkpoint without optimizer or RNG state
+    (a converted one, or one cut short) is refused with one CheckpointError, and nothing written."""
+    run = tmp_path / "run"
+    train(tiny("train.steps=10"), run)
+    for entry, needle in (("optimizer", "no optimizer state"), ("rng", "no RNG state")):
+        state = load_checkpoint(run)
+        del state[entry]
+        save_checkpoint(run / "checkpoint.pt", state)
+        before = _files(run)
+        with pytest.raises(CheckpointError, match=needle):
+            train(None, run, resume=True, max_steps=20)
+        assert _files(run) == before
 
 
 def test_resume_on_an_empty_or_missing_folder_says_so(tmp_path):

@@ -82,7 +82,13 @@ from ..core.losses import dsm_loss, reduce
 from ..core.score import ScoreModel
 from ..data import Standardizer, images_to_model, load_data
 from . import distributed
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, write_text_atomic
+from .checkpoint import (
+    CHECKPOINT,
+    check_resumable,
+    load_checkpoint,
+    save_checkpoint,
+    write_text_atomic,
+)
 from .config import (
     Config,
     build_score_model,
@@ -406,6 +412,8 @@ def _build(
     """:func:`setup` once the folder is claimed: every check first, then the first file."""
     ckpt = workdir / CHECKPOINT
     state = load_checkpoint(ckpt) if resume else None  # every rank
+    if state is not None:  # the checks the CLI's resume makes, before anything is built
+        check_resumable(state, ckpt)
     cfg, changes = _resolve(cfg, state)
     distributed.check_batch(cfg.train.batch_size, distributed.world_size())  # before joining
     d = distributed.init(cfg.train.backend, cfg.train.device)
