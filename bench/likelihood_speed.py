@@ -13,6 +13,8 @@ Rows:
 * ``joint``: the library's call as it is (the paper's one solve of (x, delta_logp));
 * ``joint, K probes``: K Rademacher probes in the same solve (one forward, K vector-Jacobian
   products per evaluation), with the per-image standard error of the bits/dim that buys;
+* ``joint, METHOD TOL``: the same solve by another adaptive method or tolerance (``--solvers``),
+  the error-against-evaluations frontier that any faster default would have to beat;
 * ``split-cc N``: a variant tried and rejected: the trajectory alone (forward passes only) with its
   states at N+1 Clenshaw-Curtis nodes in log-SNR, then the divergence integral by quadrature at
   those nodes (it needs a smooth integrand in t; see the note it prints).
@@ -20,7 +22,9 @@ Rows:
 Columns: wall seconds (best of ``--repeat``), NFE, max |error| of log p in nats and of bits/dim
 against the reference, max |z - z_ref|, and ``limit_s`` = NFE x the time of one forward and one
 vector-Jacobian product of the network at this batch (the floor of a solver that makes this many
-evaluations and nothing else).
+evaluations and nothing else). A second table gives the cost of one forward and of one forward
+and VJP at batches of 8 to 64 (``--batches``): what evaluating several time points in one call
+would cost per point.
 
 Writes ``bench/results/likelihood_speed.json`` and prints a table. Run:
 ``.venv/bin/python bench/likelihood_speed.py [--threads 2] [--repeat 1] [--ref-tol 1e-7]``.
@@ -132,6 +136,20 @@ def split_cc(model, x: torch.Tensor, probe: torch.Tensor, n: int) -> tuple:
     return sde.prior_logp(z).double() + integral, z, nfe[0] + n + 1
 
 
+def batch_costs(model, x: torch.Tensor, batches: list[int]) -> list[dict]:
+    """Best milliseconds of one forward and of one forward + VJP at each batch (x repeated)."""
+    out = []
+    for b in batches:
+        xb = x.repeat(-(-b // len(x)), 1, 1, 1)[:b]
+        t = torch.full((b,), 0.5)
+        with torch.no_grad():
+            fwd = timed(lambda xb=xb, t=t: model.score_fn(xb, t), 5)[1]
+        both = per_eval_seconds(model, xb, torch.ones_like(xb), repeat=5)
+        out.append({"batch": b, "forward_ms": 1e3 * fwd, "forward_vjp_ms": 1e3 * both,
+                    "forward_vjp_ms_per_image": 1e3 * both / b})  # fmt: skip
+    return out
+
+
 def timed(fn, repeat: int) -> tuple:
     """``(result, best wall seconds)`` of ``repeat`` calls of ``fn()``."""
     best, out = math.inf, None
@@ -169,6 +187,16 @@ def rows(model, x, probe, ref: dict, args) -> list[dict]:
         (est, nfe), wall = timed(lambda noise=noise: _estimates(model, x, noise), args.repeat)
         se = (est.std(dim=0) / math.sqrt(k) / (D * math.log(2))).mean().item()
         out.append(row(f"joint, {k} probes", est.mean(0), None, nfe, wall, se))
+    for spec in args.solvers:
+        method, tol = spec.split(":")
+        with torch.no_grad():
+            (logp, z, nfe), wall = timed(
+                lambda m=method, tl=float(tol): sd.log_likelihood(
+                    sde, model.score_fn, x, "rademacher", tl, tl, EPS, method=m, noise=probe
+                ),
+                args.repeat,
+            )
+        out.append(row(f"joint, {method} {float(tol):g}", logp, z, nfe, wall))
     for n in args.split:
         (logp, z, nfe), wall = timed(lambda n=n: split_cc(model, x, probe, n), 1)
         out.append(row(f"split-cc {n + 1} nodes (rejected)", logp, z, nfe, wall))
@@ -197,6 +225,10 @@ def table(result: dict) -> str:
             f"{fmt(r['logp_err_max'], '9.2e')} {fmt(r['bpd_err_max'], '9.2e')} "
             f"{fmt(r['z_err_max'], '9.2e')} {fmt(r['bpd_se'], '8.4f')}"
         )
+    lines += ["", f"{'batch':>5} {'fwd_ms':>8} {'fwd+vjp_ms':>11} {'per_image_ms':>13}"]
+    for c in result["batch_costs"]:
+        lines.append(f"{c['batch']:5d} {c['forward_ms']:8.1f} {c['forward_vjp_ms']:11.1f} "
+                     f"{c['forward_vjp_ms_per_image']:13.2f}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -208,6 +240,19 @@ def main() -> None:
     p.add_argument("--ref-tol", type=float, default=1e-7, help="reference rtol = atol")
     p.add_argument("--probes", type=int, nargs="*", default=[2, 4], help="K of the K-probe rows")
     p.add_argument("--split", type=int, nargs="*", default=[128], help="CC intervals tried")
+    p.add_argument(
+        "--solvers",
+        nargs="*",
+        default=["dopri5:1e-4", "dopri5:1e-6", "dopri8:1e-3"],
+        help="METHOD:TOL rows of the joint solve (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batches",
+        type=int,
+        nargs="*",
+        default=[8, 16, 32, 64],
+        help="batches of the cost table (default 8 16 32 64)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model, x, probe = workload()
@@ -220,6 +265,7 @@ def main() -> None:
         "threads": args.threads,
         "machine": {"platform": platform.platform(), "torch": torch.__version__},
         "rows": rows(model, x, probe, ref, args),
+        "batch_costs": batch_costs(model, x, args.batches),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "likelihood_speed.json").write_text(json.dumps(result, indent=2))
