@@ -143,3 +143,35 @@ def test_bpd_method_is_logged_and_a_typo_refused(tmp_path, capsys):
     assert [r["bpd_method"] for r in rows] == ["elbo", "elbo"]
     assert main([*argv, "--overwrite", "--set", "train.bpd_metod=elbo"]) == 2
     assert "did you mean 'train.bpd_method'" in _one_error_line(capsys)
+
+
+def test_inception_and_features_load_on_the_device_asked(monkeypatch, tmp_path):
+    """``--inception`` / ``--features`` networks are built on the evaluation's device (they used
+    to stay on the CPU whatever ``--device`` said)."""
+    import argparse
+
+    import torch
+
+    from scoresde.app import evaluate as app_eval
+    from scoresde.training import features, inception
+
+    seen = {}
+
+    def fake_inception(path, device):
+        seen["inception"] = device
+        return torch.nn.Linear(1, 1)
+
+    class Net(torch.nn.Linear):
+        def to(self, device):
+            seen["features"] = device
+            return self
+
+    monkeypatch.setattr(inception, "load_inception", fake_inception)
+    monkeypatch.setattr(features, "load_features", lambda path: Net(1, 1))
+    meta = torch.device("meta")
+    for flag in ("inception", "features"):
+        args = argparse.Namespace(
+            **{"inception": None, "features": None, flag: str(tmp_path / "w.pt")}
+        )
+        net = app_eval._features(args, meta)
+        assert seen[flag] == meta and net.path == tmp_path / "w.pt"

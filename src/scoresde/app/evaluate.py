@@ -20,8 +20,12 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .argtypes import int_at_least, seed
+
+if TYPE_CHECKING:
+    import torch
 
 _POSITIVE = int_at_least(1)
 
@@ -71,20 +75,21 @@ def _metrics(text: str) -> tuple[str, ...]:
 _metrics.__name__ = "metrics"
 
 
-def _features(args: argparse.Namespace):
-    """The feature network that ``--features`` / ``--inception`` name (None: the run's own)."""
+def _features(args: argparse.Namespace, device: torch.device | str = "cpu"):
+    """The feature network that ``--features`` / ``--inception`` name, on ``device`` (None: the
+    run's own)."""
     if args.features and args.inception:
         raise ValueError("give --features or --inception, not both")
     if args.inception:
         from ..training.evaluate import tag_features
         from ..training.inception import load_inception
 
-        return tag_features(load_inception(args.inception, device="cpu"), args.inception)
+        return tag_features(load_inception(args.inception, device=device), args.inception)
     if args.features:
         from ..training.evaluate import tag_features
         from ..training.features import load_features
 
-        return tag_features(load_features(path=args.features), args.features)
+        return tag_features(load_features(path=args.features).to(device), args.features)
     return None
 
 
@@ -114,7 +119,7 @@ def cmd_evaluate(args: argparse.Namespace, progress: Callable) -> int:
     model, cfg, standardizer = load_model(args.workdir, ema=True)
     if args.data_dir:
         cfg.data.data_dir = str(Path(args.data_dir).expanduser().resolve())
-    features = _features(args) if "fid" in args.metrics else None
+    features = _features(args, device) if "fid" in args.metrics else None
     x_train, x_test, _ = load_data(cfg.data)
     sampler, options = _sampling(args, cfg)
     bars = _Bars(progress)
