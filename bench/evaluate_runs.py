@@ -275,6 +275,8 @@ def load_run(args: argparse.Namespace) -> tuple:
     from scoresde.training.features import load_features
 
     model, cfg, standardizer = load_model(args.workdir, ema=True)
+    # the run's config may keep only the first test images for its test losses: the floor needs N
+    cfg.data.n_test = max(cfg.data.n_test, args.n, args.n_test)
     x_train, x_test, _ = load_data(cfg.data)
     if x_test.dtype != torch.uint8:
         raise ValueError(f"{args.workdir} is not an image run (data {cfg.data.name!r})")
