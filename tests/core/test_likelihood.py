@@ -224,6 +224,29 @@ def test_no_grad_callers_and_no_parameter_grads(mixture):
     assert all(p.grad is None for p in net.parameters())
 
 
+def test_the_second_stage_takes_no_vector_jacobian_product(mixture, monkeypatch):
+    """delta_logp feeds no derivative, so dopri5's second stage evaluates the drift alone,
+    without gradients: one call in six after the two that choose the first step. The result is
+    bit for bit that of the solve where every stage takes the divergence too."""
+    import scoresde.core.likelihood as lik
+
+    sde, score = make_sde("vp"), mixture.score_fn(make_sde("vp"))
+    x = points(mixture, sde, 8)
+    probe = torch.ones_like(x)
+    graded = []
+
+    def counted(x, t):
+        graded.append(torch.is_grad_enabled())
+        return score(x, t)
+
+    logp, z, nfe = sd.log_likelihood(sde, counted, x, noise=probe)
+    assert len(graded) == nfe and graded.count(False) == (nfe - 2) // 6 > 3
+    full_solve = lik.integrate
+    monkeypatch.setattr(lik, "integrate", lambda *a: full_solve(*a[:8]))  # no lean stage
+    logp_full, z_full, nfe_full = sd.log_likelihood(sde, score, x, noise=probe)
+    assert nfe_full == nfe and torch.equal(logp, logp_full) and torch.equal(z, z_full)
+
+
 # ---- bits per dimension and dequantization ------------------------------------------------------
 def test_bits_per_dim_of_uniform_models():
     # Uniform on [0,1)^D: log p = 0 -> bpd = bits. Centred y = 2u - 1 uniform on [-1,1)^D:

@@ -97,6 +97,32 @@ def test_dopri5_meets_its_tolerance_on_a_closed_form(t0, t1):
     assert (y - exact).abs().max().item() <= bound
 
 
+@pytest.mark.parametrize("t0,t1", [(0.0, 1.0), (1.0, 1e-3)])
+def test_a_lean_second_stage_changes_nothing_but_the_calls(t0, t1):
+    """The second tensor of ``_field`` is a quadrature (its derivative reads y[0] only). With
+    ``lean`` giving the derivative of y[0] alone, dopri5's second stage calls it and the result,
+    the steps and the evaluation count are bit for bit those of the full field: the second
+    stage has zero weight in the solution and the error estimate. It is called once per
+    attempted step, (nfe - 2) / 6 times; without ``lean`` the full field takes every call."""
+    y0, calls = _state(True), {"full": 0, "lean": 0}
+
+    def full(t, y):
+        calls["full"] += 1
+        return _field(t, y)
+
+    def lean(t, y):
+        calls["lean"] += 1
+        return (_a(t) * y[0],)
+
+    want, nfe_want = ode.integrate(full, y0, t0, t1, "dopri5", 1e-8, 1e-8)
+    assert calls == {"full": nfe_want, "lean": 0}
+    calls["full"] = 0
+    got, nfe = ode.integrate(full, y0, t0, t1, "dopri5", 1e-8, 1e-8, lean=lean)
+    assert nfe == nfe_want and calls["lean"] == (nfe - 2) // 6 > 10
+    assert calls["full"] + calls["lean"] == nfe
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
 def test_the_field_sees_0d_times_inside_the_interval_in_the_state_dtype():
     """The initial step probe may overshoot the interval; the field never sees it (the interval
     as that dtype holds it: 0.9 in float32 is 0.89999998)."""
