@@ -11,10 +11,17 @@ reference solve of the same probe at ``--ref-tol`` (dopri5, joint scheme), cache
 Rows:
 
 * ``joint``: the library's call as it is (the paper's one solve of (x, delta_logp));
+* ``joint, VJP at every stage (before)``: the same solve as it was before the second dopri5
+  stage took the drift alone (its weight in the solution and in the error estimate is zero, so
+  its divergence was never used): the same result, one vector-Jacobian product more per step;
 * ``joint, K probes``: K Rademacher probes in the same solve (one forward, K vector-Jacobian
   products per evaluation), with the per-image standard error of the bits/dim that buys;
 * ``joint, METHOD TOL``: the same solve by another adaptive method or tolerance (``--solvers``),
   the error-against-evaluations frontier that any faster default would have to beat;
+* ``deferred``: a variant tried and rejected: dopri5 on the trajectory alone (forward passes,
+  steps controlled by x only), then the divergence at the stages of its accepted steps, 8 stages
+  (64 images) a call, weighted as the joint solve weights them. Batched, a vector-Jacobian
+  product costs less per image, but without delta_logp in the step control the error grows;
 * ``split-cc N``: a variant tried and rejected: the trajectory alone (forward passes only) with its
   states at N+1 Clenshaw-Curtis nodes in log-SNR, then the divergence integral by quadrature at
   those nodes (it needs a smooth integrand in t; see the note it prints).
@@ -136,6 +143,74 @@ def split_cc(model, x: torch.Tensor, probe: torch.Tensor, n: int) -> tuple:
     return sde.prior_logp(z).double() + integral, z, nfe[0] + n + 1
 
 
+def joint_every_stage(model, x: torch.Tensor, probe: torch.Tensor) -> tuple:
+    """The library's call as it was: every dopri5 stage with its vector-Jacobian product (the
+    solver not told that delta_logp is a quadrature, so the second stage takes one too)."""
+    import scoresde.core.likelihood as lik
+
+    lean_solve = lik.integrate
+    lik.integrate = lambda *a: lean_solve(*a[:8])  # drop the lean second stage
+    try:
+        with torch.no_grad():
+            return sd.log_likelihood(model.sde, model.score_fn, x, "rademacher", TOL, TOL, EPS,
+                                     noise=probe)  # fmt: skip
+    finally:
+        lik.integrate = lean_solve
+
+
+def deferred(model, x: torch.Tensor, probe: torch.Tensor, chunk: int = 8) -> tuple:
+    """A variant tried and rejected: dopri5 on the trajectory alone (forward passes, steps
+    controlled by x only), the divergence afterwards at the stages of its accepted steps with
+    their weights h b_i, ``chunk`` stages per batched call. With the same steps this is the joint
+    solve exactly; the steps differ because delta_logp no longer takes part in the control."""
+    from scoresde.core import ode
+
+    sde, B = model.sde, len(x)
+    b = ode._DOPRI5_A[-1]  # the fifth-order weights (b7 = 0)
+    nodes, logp, nfe = [], torch.zeros(B, dtype=torch.float64), [0]
+
+    def drift(y: torch.Tensor, t: float) -> torch.Tensor:
+        tt = torch.full((len(y),), min(max(t, EPS), sde.T))
+        return sde.probability_flow_drift(y, tt, model.score_fn(y, tt))
+
+    def f(t: float, y: torch.Tensor) -> torch.Tensor:
+        nfe[0] += 1
+        with torch.no_grad():
+            return drift(y, t)
+
+    def flush() -> None:
+        xs = torch.cat([n[1] for n in nodes])
+        ts = torch.tensor([n[0] for n in nodes], dtype=x.dtype).repeat_interleave(B)
+        tt = ts.clamp(EPS, sde.T)
+        field = lambda y, t: sde.probability_flow_drift(y, t, model.score_fn(y, t))  # noqa: E731
+        div = div_hutchinson(field, xs, probe.repeat(len(nodes), 1, 1, 1), tt)[1]
+        w = torch.tensor([n[2] for n in nodes], dtype=torch.float64).repeat_interleave(B)
+        logp.add_((w * div.double()).reshape(len(nodes), B).sum(dim=0))
+        nodes.clear()
+
+    y, t, t1 = x.clone(), EPS, sde.T
+    k1 = f(t, y)
+    h = ode._initial_step(f, t, y, k1, (TOL, TOL), ode._rms, 1.0)
+    while t != t1:
+        step = min(h, t1 - t)
+        stages, ks, yy = [(t, y)], [k1], y
+        for c, a in zip(ode._DOPRI5_C, ode._DOPRI5_A):
+            yy = ode._combine(y, ks, a, step)
+            ks.append(f(t1 if c == 1.0 and step == t1 - t else t + c * step, yy))
+            stages.append((t + c * step, yy))
+        err = ode._combine(None, ks, ode._DOPRI5_E, step)
+        e = float(ode._rms(err / (TOL + TOL * torch.maximum(y.abs(), yy.abs()))))
+        h = ode._next_step(step, e)
+        if e <= 1:
+            nodes += [(s[0], s[1], step * w) for s, w in zip(stages, b) if w != 0.0]
+            if len(nodes) >= chunk:
+                flush()
+            t, y, k1 = t + step if step != t1 - t else t1, yy, ks[-1]
+    if nodes:
+        flush()
+    return sde.prior_logp(y).double() + logp, y, nfe[0]
+
+
 def batch_costs(model, x: torch.Tensor, batches: list[int]) -> list[dict]:
     """Best milliseconds of one forward and of one forward + VJP at each batch (x repeated)."""
     out = []
@@ -181,6 +256,8 @@ def rows(model, x, probe, ref: dict, args) -> list[dict]:
 
     (logp, z, nfe), wall = timed(lambda: joint(probe), args.repeat)
     out.append(row("joint (the library's call)", logp, z, nfe, wall))
+    (logp, z, nfe), wall = timed(lambda: joint_every_stage(model, x, probe), args.repeat)
+    out.append(row("joint, VJP at every stage (before)", logp, z, nfe, wall))
     for k in args.probes:
         g = torch.Generator().manual_seed(1)
         noise = (2 * torch.randint(0, 2, (k, *x.shape), generator=g) - 1).to(x.dtype)
@@ -197,6 +274,9 @@ def rows(model, x, probe, ref: dict, args) -> list[dict]:
                 args.repeat,
             )
         out.append(row(f"joint, {method} {float(tol):g}", logp, z, nfe, wall))
+    if args.deferred:
+        (logp, z, nfe), wall = timed(lambda: deferred(model, x, probe), 1)
+        out.append(row("deferred, 8 stages a call (rejected)", logp, z, nfe, wall))
     for n in args.split:
         (logp, z, nfe), wall = timed(lambda n=n: split_cc(model, x, probe, n), 1)
         out.append(row(f"split-cc {n + 1} nodes (rejected)", logp, z, nfe, wall))
@@ -240,6 +320,8 @@ def main() -> None:
     p.add_argument("--ref-tol", type=float, default=1e-7, help="reference rtol = atol")
     p.add_argument("--probes", type=int, nargs="*", default=[2, 4], help="K of the K-probe rows")
     p.add_argument("--split", type=int, nargs="*", default=[128], help="CC intervals tried")
+    p.add_argument("--no-deferred", dest="deferred", action="store_false",
+                   help="leave out the deferred-divergence row")  # fmt: skip
     p.add_argument(
         "--solvers",
         nargs="*",
