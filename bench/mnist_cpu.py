@@ -116,17 +116,16 @@ def _cli(*argv: str) -> str:
     return buf.getvalue()
 
 
-def _edge_floor(workdir: Path, n: int) -> float:
-    """:func:`edge_floor_bpd` of the run's first ``n`` test images at its eps."""
-    _, cfg, _ = load_model(workdir, ema=True)
-    _, x, _ = load_data(cfg.data)
+def _edge_floor(cfg, x: torch.Tensor) -> float:
+    """:func:`edge_floor_bpd` of the test images ``x`` at the run's eps (``cfg``: its config)."""
     sigma = float(build_sde(cfg.sde).sigma(torch.tensor([cfg.train.eps], dtype=torch.float64)))
-    return edge_floor_bpd(x[:n], sigma, cfg.data.scale / 256)
+    return edge_floor_bpd(x, sigma, cfg.data.scale / 256)
 
 
-def test_bits_per_dim(workdir: Path, n: int, batch: int, seed: int) -> dict:
+def test_bits_per_dim(workdir: Path, n: int, batch: int, seed: int) -> tuple[dict, float]:
     """Bits/dim of the EMA model on the first ``n`` test images: mean, SE, median (the JSON of
-    ``scoresde likelihood``, also written to ``<workdir>/likelihood.json``)."""
+    ``scoresde likelihood``, also written to ``<workdir>/likelihood.json``), and the floor from
+    eps at the range's edges of the same images."""
     t0 = time.perf_counter()
     model, cfg, standardizer = load_model(workdir, ema=True)
     _, x, _ = load_data(cfg.data)
@@ -134,7 +133,7 @@ def test_bits_per_dim(workdir: Path, n: int, batch: int, seed: int) -> dict:
                       batch_size=batch, seed=seed)  # fmt: skip
     result = nll.summary()
     (workdir / "likelihood.json").write_text(json.dumps(result, indent=2) + "\n")
-    return {**result, "seconds": time.perf_counter() - t0}
+    return {**result, "seconds": time.perf_counter() - t0}, _edge_floor(cfg, x[:n])
 
 
 # name -> CLI options for an NFE budget k; each uses exactly k score evaluations
@@ -200,8 +199,9 @@ def main() -> None:
         result["train"] = {"steps": step, "budget_used_s": used, "wall_s": wall, "last": last}
     elif (workdir / "budget_used.json").is_file():  # what an earlier (killed) training recorded
         result["train_recorded"] = json.loads((workdir / "budget_used.json").read_text())
-    result["test"] = test_bits_per_dim(workdir, args.n_test, args.batch, args.seed)
-    result["edge_floor_bpd"] = _edge_floor(workdir, args.n_test)
+    result["test"], result["edge_floor_bpd"] = test_bits_per_dim(
+        workdir, args.n_test, args.batch, args.seed
+    )
     if not args.skip_grids:
         result["grids"] = sample_grids(workdir, (10, 20, 50), args.seed)
     result["curves"] = str(plots.training_curves(workdir / "metrics.csv", workdir / "curves.png"))
