@@ -11,6 +11,13 @@ rtol = atol = 1e-3 took 476 evaluations instead of 470 (its NLL moved by 4.2e-4 
 that tolerance); in float64 the samplers agree with the old code to 3e-14. The toy run sets the
 ``toy_mixture_vp`` preset back to the noise parameterization, score weighting and constant lr it
 had when the values were recorded.
+
+On the CPU that recorded them the values come back to float64 round-off. Another CPU's float32
+kernels round differently: on one, training losses and samples moved by at most 1.6e-5 relative
+and the toy likelihoods by 3e-7, and the image likelihood at rtol = atol = 1e-3 by 1.9e-4 (its
+adaptive steps follow the round-off; its standard error by 0.036 nats, 1e-4 of the mean). So
+values are checked to 1e-4 relative, and the likelihood summaries of solves at rtol 1e-3 to that
+rtol of their mean.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from scoresde.samplers import SampleStreams, sample
 from scoresde.training.checkpoint import load_model
 from scoresde.training.evaluate import NLL, dataset_nll, draw_samples
 
-REL = 1e-12
+REL = 1e-4  # float32 round-off of another CPU, carried through a few steps
+REL_ODE = 1e-3  # the likelihood solves' rtol
 
 RECORDED = {
     "toy_ll_exact": {
@@ -124,11 +132,22 @@ def runs(tmp_path_factory):
     return {"toy": toy, "img": img}
 
 
-def _close(got, want) -> None:
+def _close(got, want, rel: float = REL) -> None:
     if isinstance(want, float):
-        assert got == pytest.approx(want, rel=REL, abs=1e-300)
+        assert got == pytest.approx(want, rel=rel, abs=1e-300)
     else:
         assert got == want
+
+
+def _close_nll(got: dict, want: dict) -> None:
+    """A likelihood summary to the solves' rtol, relative to its mean on each key's scale (the
+    standard error and median move with the mean's round-off)."""
+    for k, w in want.items():
+        if not isinstance(w, float):
+            assert got[k] == w
+            continue
+        base = "bpd" if k.startswith("bpd") else "nll_per_dim" if k == "nll_per_dim" else "nll"
+        assert got[k] == pytest.approx(w, rel=REL_ODE, abs=REL_ODE * abs(want[base]))
 
 
 def _check(got: np.ndarray, want: dict) -> None:
@@ -161,8 +180,7 @@ def test_likelihood_json_as_recorded(runs, case, tmp_path):
     got, want = json.loads(out.read_text()), RECORDED[case]
     assert list(got) == [*want, "bound"]  # the same keys, in the same order; then the bound
     assert got["bound"] == "ode"
-    for k, w in want.items():
-        _close(got[k], w)
+    _close_nll(got, want)
 
 
 @pytest.mark.parametrize("case", sorted(SAMPLE))
@@ -184,8 +202,7 @@ def test_dataset_nll_is_what_the_cli_writes(runs, tmp_path):
     )  # fmt: skip
     assert isinstance(nll, NLL) and nll.nll.shape == (40,) and nll.nll.dtype == torch.float64
     assert nll.bpd is None  # not images
-    for k, w in RECORDED["toy_ll_rad_rep"].items():
-        _close(nll.summary()[k], w)
+    _close_nll(nll.summary(), RECORDED["toy_ll_rad_rep"])
     assert seen == [(16, 80), (32, 80), (40, 80), (56, 80), (72, 80), (80, 80)]
     with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
         dataset_nll(model, x[:4], cfg.data, std, repeats=0)
@@ -197,8 +214,7 @@ def test_image_nll_gives_bits_per_dim(runs):
     nll = dataset_nll(model.eval(), x[:6], cfg.data, std, repeats=2, batch_size=3, rtol=1e-3,
                       atol=1e-3)  # fmt: skip
     assert nll.divergence == "rademacher" and nll.scale == cfg.data.scale
-    for k, w in RECORDED["img_ll_rep"].items():
-        _close(nll.summary()[k], w)
+    _close_nll(nll.summary(), RECORDED["img_ll_rep"])
 
 
 def test_draw_samples_takes_sample_i_from_stream_i(runs):

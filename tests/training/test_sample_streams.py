@@ -6,7 +6,9 @@ and its SDE variant, EDM's Heun with churn, UniPC and the adaptive SDE solver.
 The model is an untrained 16-wide MLP on 2-D points: the tests check the streams, not quality.
 It keeps the noise parameterization: with the preset's EDM preconditioning the untrained net's
 score is steep enough at small t that the adaptive solver carries the round-off of batched matrix
-products of other sizes (1e-16) to 3e-10, beyond the 1e-12 checked here.
+products of other sizes (1e-16) to 3e-10, beyond the 1e-12 checked here. Even in the noise
+parameterization the adaptive solver carries that round-off to about 1e-12 on some CPUs (1.02e-12
+seen), so it is checked to 1e-11; every fixed-step sampler to 1e-12.
 """
 
 from __future__ import annotations
@@ -48,15 +50,16 @@ def model() -> sd.ScoreModel:
 @pytest.mark.parametrize("sampler, options", CASES)
 def test_samples_do_not_depend_on_the_chunk(model, sampler, options):
     kw = {"sampler": sampler, "seed": 7, "dtype": torch.float64, **options}
+    atol = 1e-11 if sampler == "adaptive" else 1e-12
     one, _ = draw_samples(model, (2,), 11, chunk=11, **kw)
     threes, _ = draw_samples(model, (2,), 11, chunk=3, **kw)
     eights, _ = draw_samples(model, (2,), 11, chunk=8, **kw)
     assert one.shape == (11, 2) and one.dtype == torch.float64 and torch.isfinite(one).all()
-    torch.testing.assert_close(threes, one, rtol=0, atol=1e-12)
-    torch.testing.assert_close(eights, one, rtol=0, atol=1e-12)
+    torch.testing.assert_close(threes, one, rtol=0, atol=atol)
+    torch.testing.assert_close(eights, one, rtol=0, atol=atol)
     # the first samples of a longer draw are the samples of a shorter one
     torch.testing.assert_close(draw_samples(model, (2,), 4, chunk=2, **kw)[0], one[:4],
-                               rtol=0, atol=1e-12)  # fmt: skip
+                               rtol=0, atol=atol)  # fmt: skip
     assert not torch.equal(one[0], one[1])  # each sample has its own stream
 
 
