@@ -132,9 +132,9 @@ def runs(tmp_path_factory):
     return {"toy": toy, "img": img}
 
 
-def _close(got, want, rel: float = REL) -> None:
+def _close(got, want) -> None:
     if isinstance(want, float):
-        assert got == pytest.approx(want, rel=rel, abs=1e-300)
+        assert got == pytest.approx(want, rel=REL, abs=1e-300)
     else:
         assert got == want
 
