@@ -850,8 +850,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="bound",
         choices=("ode", "elbo"),
         default="ode",
-        help="ode: the probability-flow likelihood; elbo: the SDE's evidence lower bound (an "
-        "upper bound on the NLL, no ODE solve); --bound is the same option",
+        help="ode: the probability-flow likelihood; elbo: the reverse SDE's evidence lower bound "
+        "(an upper bound on that model's NLL, no ODE solve); --bound is the same option",
     )
     lk.add_argument(
         "--elbo-samples",

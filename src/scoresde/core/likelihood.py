@@ -421,6 +421,11 @@ def elbo(
     estimate is unbiased: its mean is the bound. With the exact score the bound falls short of
     log p_eps(x) only by E[log p_T(x_T) - log pi(x_T)], the prior mismatch at T.
 
+    It bounds the reverse SDE's density, not the probability-flow ODE's: with the same learned
+    score the two are different models, and the ELBO may exceed the ODE's
+    :func:`log_likelihood` (a linear score -x / w(t) gives both in closed form; see
+    ``tests/core/test_elbo.py``).
+
     Args:
         sde: the SDE; its prior stands in for p_T.
         score_fn: ``score_fn(x, t) -> like x``, the (model) score of p_t.

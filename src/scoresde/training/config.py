@@ -138,10 +138,11 @@ class TrainConfig:
     ln(sigma / alpha) ~ N(-1.2, 1.2^2) clipped to [eps, T], without importance weight (so not
     together with ``importance``). Image data: every ``bpd_every`` steps the EMA model's
     bits/dim of the first ``bpd_n`` test images, by the probability-flow ODE (``bpd_method:
-    ode``, ~1000 network calls per image batch) or the ELBO's upper bound on it (``elbo``, a
-    handful of calls). ``eval_metrics`` (names of
-    :data:`EVAL_METRICS`) runs :func:`scoresde.training.evaluate.evaluate` every ``eval_every``
-    steps and at the end (``eval_<step>.json``).
+    ode``, ~1000 network calls per image batch) or the ELBO (``elbo``, a handful of calls), an
+    upper bound on the reverse SDE's bits/dim (the ODE's too only for an exact score).
+    ``eval_metrics`` (names of :data:`EVAL_METRICS`) runs
+    :func:`scoresde.training.evaluate.evaluate` every ``eval_every`` steps and at the end
+    (``eval_<step>.json``).
     """
 
     steps: int = 10000

@@ -87,7 +87,7 @@ class NLL:
     divergence: str
     nfe: int
     scale: float | None = None
-    bound: str = "ode"  # "ode": the probability-flow NLL; "elbo": the ELBO's upper bound on it
+    bound: str = "ode"  # "ode": the probability-flow NLL; "elbo": a bound on the reverse SDE's
 
     @property
     def bpd(self) -> Tensor | None:
@@ -144,6 +144,7 @@ def _log_p(
     return lp, nfe
 
 
+@torch.no_grad()  # the ELBO would keep every draw's graph; the ODE takes its VJPs itself
 def dataset_nll(
     model: ScoreModel,
     x: Tensor,
@@ -163,7 +164,8 @@ def dataset_nll(
     elbo_samples: int = 16,
 ) -> NLL:
     """The NLL of every example of ``x`` by the probability-flow ODE (every process gets it all),
-    or with ``bound="elbo"`` the upper bound on it from :func:`scoresde.core.likelihood.elbo`.
+    or with ``bound="elbo"`` the upper bound on the reverse SDE's NLL from
+    :func:`scoresde.core.likelihood.elbo`.
 
     Args:
         model: the score model (on the device of ``dist``, else its weights' device).
@@ -332,12 +334,14 @@ def mean_test_loss(model: ScoreModel, x: Tensor, cfg: Config, batch_size: int = 
 LOOP_ELBO_SAMPLES = 16  # draws of (t, noise) per image of the loop's ELBO bits/dim
 
 
+@torch.no_grad()
 def mean_test_bpd(model: ScoreModel, y: Tensor, cfg: Config, batch_size: int = 500) -> float:
     """Mean bits/dim of dequantized test images ``y`` (model space), by ``train.bpd_method``.
 
     ``ode``: the probability-flow ODE, one Rademacher probe per image, dopri5 at rtol = atol =
-    1e-5 from ``train.eps``; ``elbo``: the ELBO's upper bound on it, :data:`LOOP_ELBO_SAMPLES`
-    draws per image (that many network calls per batch instead of the ODE's hundreds). Random
+    1e-5 from ``train.eps``; ``elbo``: the ELBO (a bound on the reverse SDE's bits/dim),
+    :data:`LOOP_ELBO_SAMPLES` draws per image (that many network calls per batch instead of the
+    ODE's hundreds). Random
     numbers from one generator seeded ``train.seed + EVAL_SEED``, so successive evaluations
     differ only through the model; bits/dim by :func:`scoresde.core.likelihood.bits_per_dim`
     with ``data.scale``.
@@ -547,7 +551,8 @@ def evaluate(
     benchmarks: a JSON-ready dict with a part per metric, each recording its N and seed.
 
     Parts (``metrics``, from :data:`~scoresde.training.config.EVAL_METRICS`): ``bpd``, the
-    test bits/dim by the probability-flow ODE, and ``elbo``, the ELBO's upper bound on it (mean,
+    test bits/dim by the probability-flow ODE, and ``elbo``, the ELBO's upper bound on the
+    reverse SDE's (mean,
     standard error, median, n, nfe, seconds; NLL in nats for vector data), on the first
     ``n_test`` test examples (default: all); ``fid``, for images only, FID, KID (mean and
     standard error) and precision / recall (k = 3) of ``n`` samples of ``sampler`` against the
