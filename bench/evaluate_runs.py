@@ -45,7 +45,8 @@ Columns of the table:
 * ``seconds``: wall time of the setting (sampling, features, metrics);
 * bits/dim rows: mean ± standard error over N images (uniform dequantization), the score
   evaluations (``nfe``) of all batches, and the seconds. The ODE is the model's likelihood (one
-  Rademacher probe per image, dopri5 at rtol = atol = 1e-5); the ELBO an upper bound on it.
+  Rademacher probe per image, dopri5 at rtol = atol = 1e-5); the ELBO an upper bound on the
+  reverse SDE's, a model of its own: with a learned score it may lie below the ODE's.
 
 Everything goes to one JSON (``--out``) with its N, seed, NFE, seconds and the machine (platform,
 torch version, threads); progress goes to stderr.
