@@ -41,6 +41,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from scoresde.app.cli import main as cli_main
@@ -157,8 +158,9 @@ def sample_grids(workdir: Path, nfes: tuple[int, ...], seed: int) -> dict:
         printed = _cli("sample", "--workdir", str(workdir), "--n", "64", "--seed", str(seed),
                        "--device", "cpu", "--out", str(workdir / f"{stem}.npz"), *opts)  # fmt: skip
         nfe = int(re.search(r"nfe=(\d+)", printed).group(1))
-        png = str(workdir / f"{stem}.png")
-        out[label] = {"path": png, "nfe": nfe, "seconds": time.perf_counter() - t0}
+        samples = np.load(workdir / f"{stem}.npz")["samples"]
+        png = plots.image_grid(samples, workdir / f"{stem}.png", title=f"{label}, NFE {nfe}")
+        out[label] = {"path": str(png), "nfe": nfe, "seconds": time.perf_counter() - t0}
     return out
 
 

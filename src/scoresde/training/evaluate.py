@@ -164,8 +164,7 @@ def dataset_nll(
     elbo_samples: int = 16,
 ) -> NLL:
     """The NLL of every example of ``x`` by the probability-flow ODE (every process gets it all),
-    or with ``bound="elbo"`` the upper bound on the reverse SDE's NLL from
-    :func:`scoresde.core.likelihood.elbo`.
+    or with ``bound="elbo"`` the reverse SDE's bound :func:`scoresde.core.likelihood.elbo`.
 
     Args:
         model: the score model (on the device of ``dist``, else its weights' device).
@@ -551,8 +550,7 @@ def evaluate(
     benchmarks: a JSON-ready dict with a part per metric, each recording its N and seed.
 
     Parts (``metrics``, from :data:`~scoresde.training.config.EVAL_METRICS`): ``bpd``, the
-    test bits/dim by the probability-flow ODE, and ``elbo``, the ELBO's upper bound on the
-    reverse SDE's (mean,
+    test bits/dim by the probability-flow ODE, and ``elbo``, the reverse SDE's bound (mean,
     standard error, median, n, nfe, seconds; NLL in nats for vector data), on the first
     ``n_test`` test examples (default: all); ``fid``, for images only, FID, KID (mean and
     standard error) and precision / recall (k = 3) of ``n`` samples of ``sampler`` against the
