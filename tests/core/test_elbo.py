@@ -140,6 +140,48 @@ def test_importance_sampling_same_mean_smaller_variance(name, ratio):
     assert abs(means[True] - exact) <= 4 * stds[True] / math.sqrt(len(x)), (means, exact)
 
 
+@pytest.mark.parametrize("importance", [True, False])
+def test_stratified_times_same_mean_smaller_variance(importance):
+    # 64-D data with fine structure (sd 0.05): the noise's part of the variance averages over
+    # the dimensions, and where t falls is most of what is left, which the strata remove. 600
+    # estimates of 16 draws each way; std ratio (stratified / independent) measured 0.30 with
+    # importance, 0.37 uniform.
+    sde, K, D, s0 = get_sde("vp"), 16, 64, 0.05
+    mu = torch.full((D,), 0.3, dtype=torch.float64)
+    mix = sd.GaussianMixture([1.0], mu[None], [s0**2])
+    x = (mu + s0 * torch.randn(1, D, generator=gen(11), dtype=torch.float64)).repeat(600, 1)
+    runs = {
+        strat: sd.elbo(sde, mix.score_fn(sde), x, K, importance, gen(12), stratified=strat)[0]
+        for strat in (False, True)
+    }
+    expected, _ = gaussian_oracle(sde, mu, s0, x[:1], EPS)
+    for est in runs.values():
+        se = float(est.std()) / math.sqrt(len(est))
+        assert abs(float(est.mean()) - float(expected[0])) <= 4 * se, (est.mean(), expected, se)
+    assert float(runs[True].std()) < 0.5 * float(runs[False].std())
+
+
+def test_stratified_row_k_draws_its_time_from_the_kth_stratum():
+    sde, K, seen = get_sde("vp"), 8, []
+    mix = sd.GaussianMixture([1.0], [[0.0, 0.0]], [1.0])
+    score = mix.score_fn(sde)
+
+    def watched(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append(t[: len(t) // 2])  # the first half: x + noise (the second: x - noise)
+        return score(y, t)
+
+    x = torch.zeros(50, 2, dtype=torch.float64)
+    for importance in (False, True):
+        seen.clear()
+        elbo_estimates(sde, watched, x, K, importance, gen(13))
+        t = torch.stack(seen)  # (K, 50)
+        lam = sde.log_snr(t)
+        lam_eps, lam_T = (sde.log_snr(torch.tensor([v], dtype=torch.float64)) for v in (EPS, 1.0))
+        u = (lam_T - lam) / (lam_T - lam_eps) if importance else (t - EPS) / (sde.T - EPS)
+        k = torch.arange(K, dtype=torch.float64)[:, None]
+        assert ((u >= k / K - 1e-9) & (u < (k + 1) / K + 1e-9)).all(), u
+
+
 @pytest.mark.parametrize("name", ["ve", "vp", "subvp"])
 def test_worse_score_gives_a_lower_bound(name, mixture):
     sde = get_sde(name)
@@ -260,6 +302,8 @@ def test_input_checks(mixture):
             sd.elbo(sde, score, x, samples=samples)
     with pytest.raises(ValueError, match="importance must be True or False"):
         sd.elbo(sde, score, x, importance="yes")
+    with pytest.raises(ValueError, match="stratified must be True or False"):
+        sd.elbo(sde, score, x, stratified=1)
     for eps in (0.0, 1.0, -1e-3):
         with pytest.raises(ValueError, match="eps must satisfy"):
             sd.elbo(sde, score, x, eps=eps)

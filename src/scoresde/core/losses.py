@@ -60,6 +60,7 @@ __all__ = [
     "EDM_P_STD",
     "dsm_loss",
     "sample_t",
+    "t_of_u",
     "importance_weight",
     "reduce",
 ]
@@ -113,7 +114,14 @@ def _t_uniform(
     dtype: torch.dtype | None,
 ) -> Tensor:
     """U(eps, T), or q(t) ~ g^2/sigma^2 (uniform in the half log-SNR) if ``importance``."""
-    u = torch.rand(n, generator=generator, device=device, dtype=dtype)
+    return t_of_u(
+        sde, torch.rand(n, generator=generator, device=device, dtype=dtype), eps, importance
+    )
+
+
+def t_of_u(sde: SDE, u: Tensor, eps: float, importance: bool) -> Tensor:
+    """The time at quantile ``u`` in [0, 1) of U(eps, T), or of q(t) ~ g^2/sigma^2 (uniform in the
+    half log-SNR, u = 0 at T) if ``importance``: uniform u gives the draws of :func:`sample_t`."""
     if not importance:
         return eps + (sde.T - eps) * u
     lam_eps, lam_T = _log_snr_range(sde, eps, u)
