@@ -297,3 +297,14 @@ def test_precision_recall_takes_the_real_radii_computed_once():
     assert (float(p), float(r)) == (0.0, 0.75)
     with pytest.raises(ValueError, match=r"real_radii must be shaped \(4,\)"):
         precision_recall(real, fake, k=1, real_radii=torch.ones(3))
+
+
+def test_knn_radii_by_brute_force_in_blocks_with_progress(monkeypatch):
+    g = _gen(19)
+    x = torch.randn(57, 4, generator=g, dtype=torch.float64)
+    brute = torch.cdist(x, x).sort(dim=1).values[:, 3]  # the 3rd nearest other row
+    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 57 * 10)  # blocks of 10 rows
+    seen: list[tuple[int, int]] = []
+    radii = metrics.knn_radii(x, 3, callback=lambda done, n: seen.append((done, n)))
+    assert torch.equal(radii, brute)
+    assert seen == [(10, 57), (20, 57), (30, 57), (40, 57), (50, 57), (57, 57)]

@@ -227,6 +227,6 @@ def test_draw_samples_takes_sample_i_from_stream_i(runs):
         whole, nfe_k = sample(model.sde, model.score_fn, (7, 2), "ode", SampleStreams(4, range(7)),
                               method="rk4", steps=5)  # fmt: skip
     assert torch.allclose(x, whole, atol=1e-6) and nfe == nfe_k
-    assert seen == [(3, 7), (6, 7), (7, 7)]
+    assert seen == [(0, 7), (3, 7), (6, 7), (7, 7)]  # (0, 7): the start, for a bar's clock
     with pytest.raises(ValueError, match="takes no option 'lam'"):
         draw_samples(model, (2,), 2, sampler="ode", lam=0.5)

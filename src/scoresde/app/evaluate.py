@@ -31,8 +31,9 @@ _POSITIVE = int_at_least(1)
 
 __all__ = ["add_parsers", "cmd_evaluate", "cmd_features_train", "format_table"]
 
-PARTS = {"bpd": "test bits/dim (ODE)", "elbo": "test bits/dim (ELBO)", "samples": "samples"}
-UNITS = {"bpd": "examples", "elbo": "examples", "samples": "samples"}
+PARTS = {"bpd": "test bits/dim (ODE)", "elbo": "test bits/dim (ELBO)", "samples": "samples",
+         "neighbours": "k-NN radii of the training features"}  # fmt: skip
+UNITS = {"bpd": "examples", "elbo": "examples", "samples": "samples", "neighbours": "rows"}
 
 
 class _Bars:

@@ -245,6 +245,8 @@ def draw_samples(
     starts = [sum(sizes[:k]) for k in range(len(sizes))]
     score_fn, hook = _hooks(model.score_fn, sampler, step_callback)
     z = options.pop("z", None)
+    if callback is not None:
+        callback(0, n)  # the clock of a progress bar starts with the work
     for k in distributed.shard(len(sizes), d):
         rows = range(starts[k], starts[k] + sizes[k])
         xk, nfe_k = _draw_chunk(model, score_fn, shape, sampler, seed, rows, z, device,
@@ -522,7 +524,8 @@ def _fid_part(model, cfg: Config, x_test: Tensor, x_train: Tensor, how: dict, di
     fake = image_features(net, images)
     real = image_features(net, x_test[:n].float() / 255)
     seconds["features"], t2 = time.perf_counter() - t1, time.perf_counter()
-    radii = knn_radii(ref, 3)  # the reference's k-NN search, once for score and floor
+    # the reference's k-NN search, once for score and floor: most of the part's time
+    radii = knn_radii(ref, 3, callback=_part_progress(callback, "neighbours"))
     score, floor = _feature_scores(fake, ref, seed, radii), _feature_scores(real, ref, seed, radii)
     seconds["metrics"] = time.perf_counter() - t2
     out = {
