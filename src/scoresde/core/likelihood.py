@@ -421,10 +421,10 @@ def elbo(
 
     The bound of Song et al. 2021b (Theorem 1, per example; the ELBO of Huang et al. 2021) for
     the reverse SDE that runs from the prior at T to ``eps`` with ``score_fn``; the forward
-    process starts at x at time ``eps`` (the kernel p_{eps,t}), so the bound is on the density
-    of ``x`` at ``eps``, the quantity :func:`log_likelihood` computes. In denoising form
+    process starts at x at time ``eps`` (the kernel p_{eps,t}), so the bound is on the SDE's
+    density of ``x`` at ``eps`` (:func:`log_likelihood` gives the ODE's there). In denoising form
 
-        log p_eps(x) >= E[log pi(x_T)] + int D f dt
+        log p^SDE_eps(x) >= E[log pi(x_T)] + int D f dt
                         - 1/2 int g^2 E[|s - grad log p_{eps,t}|^2 - |grad log p_{eps,t}|^2] dt
 
     (integrals over [eps, T]); the first two terms are exact, the last is a Monte Carlo
