@@ -858,7 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="elbo_samples",
         type=_int_at_least(1),
         default=16,
-        help="--method elbo: Monte Carlo draws of (t, noise) per example, averaged",
+        help="--method elbo: Monte Carlo draws of (t, noise) per example, averaged (times "
+        "stratified: draw k in the k-th of K equal parts)",
     )
     lk.add_argument(
         "--divergence",

@@ -243,7 +243,7 @@ def add_parsers(sub, progress: Callable, add_common: Callable) -> None:
         help="comma-separated: bpd (ODE), elbo, fid (with KID and precision / recall; images "
         "only) (default: bpd,elbo,fid)")  # fmt: skip
     arg("--elbo-samples", dest="elbo_samples", type=_POSITIVE, default=16, metavar="K",
-        help="ELBO draws of (t, noise) per example")  # fmt: skip
+        help="ELBO draws of (t, noise) per example, stratified in t")  # fmt: skip
     arg("--rtol", type=float, default=1e-5, help="bpd: relative tolerance of the ODE's dopri5")
     arg("--atol", type=float, default=1e-5, help="bpd: absolute tolerance of the ODE's dopri5")
     arg("--chunk", type=_POSITIVE, default=1000, metavar="N", help="samples per sampler call")
