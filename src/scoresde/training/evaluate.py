@@ -342,10 +342,9 @@ def mean_test_bpd(model: ScoreModel, y: Tensor, cfg: Config, batch_size: int = 5
     ``ode``: the probability-flow ODE, one Rademacher probe per image, dopri5 at rtol = atol =
     1e-5 from ``train.eps``; ``elbo``: the ELBO (a bound on the reverse SDE's bits/dim),
     :data:`LOOP_ELBO_SAMPLES` draws per image (that many network calls per batch instead of the
-    ODE's hundreds). Random
-    numbers from one generator seeded ``train.seed + EVAL_SEED``, so successive evaluations
-    differ only through the model; bits/dim by :func:`scoresde.core.likelihood.bits_per_dim`
-    with ``data.scale``.
+    ODE's hundreds). Random numbers from one generator seeded ``train.seed + EVAL_SEED``, so
+    successive evaluations differ only through the model; bits/dim by
+    :func:`scoresde.core.likelihood.bits_per_dim` with ``data.scale``.
     """
     g = torch.Generator(y.device).manual_seed(cfg.train.seed + EVAL_SEED)
     eps, sde, score = cfg.train.eps, model.sde, model.score_fn
