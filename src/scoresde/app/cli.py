@@ -383,7 +383,8 @@ def _likelihood_data(path: str | None, cfg, n: int | None) -> torch.Tensor:
 def _how(result: dict, args: argparse.Namespace) -> str:
     """How the NLL was computed, in words: the ODE's divergence, or the ELBO's samples."""
     if result["bound"] == "elbo":
-        return f"an upper bound: the ELBO, {args.elbo_samples} samples per example"
+        k = args.elbo_samples
+        return f"the ELBO of {k} stratified draws per example, a bound on the reverse SDE's NLL"
     return f"{result['divergence']} divergence"
 
 
