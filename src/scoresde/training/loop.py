@@ -769,7 +769,12 @@ def train(
             step, metrics = _loop(run, signals, callback, last, max_seconds)
             if signals.signum is not None and step < last:
                 _interrupt(run, step, signals.signum)
-            return _finish(run, step, metrics)
+            result = _finish(run, step, metrics)
+        # The ranks leave together: rank 0 evaluates the last step alone, and a gloo peer that
+        # tears its connections down meanwhile at exit can abort ("terminate called without an
+        # active exception", seen once in CI on the 2-process resume).
+        distributed.barrier(run.d)
+        return result
     finally:
         run.close()
 
